@@ -1,0 +1,231 @@
+"""The user-facing committee handle: build, evaluate, save and load (TorchScript + metadata)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import __version__
+from .._errors import first_line
+from .ensemble import ModelEnsemble
+from .mlp import StackedMLP
+from .potential import CommitteePotential
+from .schnet import StackedSchNet
+from .uncertainty import check_metric, uncertainty
+
+__all__ = ["Committee", "CommitteeError", "dataset_hash"]
+
+METADATA_FILE = "openmm_adv_metadata.json"
+FORMAT_VERSION = 1
+
+
+class CommitteeError(ValueError):
+    """A committee file or model that cannot be used as asked."""
+
+
+def dataset_hash(*arrays: np.ndarray) -> str:
+    """A short SHA-256 of the arrays' bytes, stored in the metadata to tie a model to its data."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+class Committee:
+    """A committee of M energy models over one molecule's atoms.
+
+    Wraps a :class:`~openmm_adv.models.potential.CommitteePotential` (eager or TorchScript) and
+    its metadata. Positions are in nm, energies in kJ/mol, forces in kJ/mol/nm.
+
+    Parameters
+    ----------
+    potential : CommitteePotential or torch.jit.ScriptModule
+    metadata : dict, optional
+        Free-form facts about the model (``training_energies`` is used to normalise the
+        adversarial objective; see :class:`openmm_adv.samplers.attack.Attack`).
+    """
+
+    def __init__(self, potential: nn.Module, metadata: dict[str, Any] | None = None):
+        self.potential = potential
+        self.metadata = dict(metadata or {})
+        self.metadata.setdefault("atomic_numbers", [int(z) for z in potential.atomic_numbers.tolist()])
+        self.metadata.setdefault("n_members", int(potential.n_members))
+        self.metadata.setdefault("units", {"length": "nm", "energy": "kJ/mol", "force": "kJ/mol/nm"})
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def schnet(cls, atomic_numbers: Sequence[int], n_members: int = 5, dtype=torch.float32, **hyper) -> "Committee":
+        """A new (untrained) member-stacked SchNet-like committee; see :class:`StackedSchNet`."""
+        members = StackedSchNet(atomic_numbers, n_members=n_members, **hyper).to(dtype)
+        return cls(CommitteePotential(members), {"architecture": "StackedSchNet", "hyperparameters": members.hyperparameters})
+
+    @classmethod
+    def mlp(cls, n_atoms: int = 1, n_members: int = 5, dtype=torch.float32, **hyper) -> "Committee":
+        """A new (untrained) member-stacked MLP committee on x, y coordinates (2D toys)."""
+        members = StackedMLP(n_atoms, n_members=n_members, **hyper).to(dtype)
+        return cls(CommitteePotential(members), {"architecture": "StackedMLP", "hyperparameters": members.hyperparameters})
+
+    @classmethod
+    def from_models(cls, models: Sequence[nn.Module | str | Path], atomic_numbers: Sequence[int]) -> "Committee":
+        """A committee of M independent energy models (modules or TorchScript file paths).
+
+        Each model maps positions ``[B, N, 3]`` (nm) to energies ``[B]`` (kJ/mol).
+        """
+        loaded = []
+        for k, model in enumerate(models):
+            if isinstance(model, (str, Path)):
+                try:
+                    model = torch.jit.load(str(model), map_location="cpu")
+                except Exception as exc:  # torch raises RuntimeError/ValueError variants
+                    raise CommitteeError(f"member {k}: cannot load TorchScript file {model}: {exc}") from exc
+            loaded.append(model)
+        members = ModelEnsemble(loaded, atomic_numbers)
+        return cls(CommitteePotential(members), {"architecture": "ModelEnsemble", "hyperparameters": members.hyperparameters})
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_members(self) -> int:
+        return int(self.potential.n_members)
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.potential.n_atoms)
+
+    @property
+    def atomic_numbers(self) -> np.ndarray:
+        return np.asarray(self.potential.atomic_numbers.tolist(), dtype=np.int64)
+
+    @property
+    def is_scripted(self) -> bool:
+        return isinstance(self.potential, torch.jit.ScriptModule)
+
+    def scripted(self) -> torch.jit.ScriptModule:
+        """The potential as TorchScript (raises :class:`CommitteeError` if it cannot be scripted)."""
+        if self.is_scripted:
+            return self.potential
+        try:
+            return torch.jit.script(self.potential)
+        except Exception as exc:
+            raise CommitteeError(
+                "the committee cannot be compiled to TorchScript, so it cannot run in a TorchForce; "
+                "make its members scriptable, or build forces with backend='python' "
+                f"(openmm.PythonForce). TorchScript said: {first_line(exc)}"
+            ) from exc
+
+    # ------------------------------------------------------------------ evaluation (numpy in/out)
+    def _tensor(self, positions) -> torch.Tensor:
+        from ..units import to_nm
+
+        xyz = np.asarray(to_nm(positions), dtype=np.float64)
+        if xyz.ndim == 2:
+            xyz = xyz[None]
+        if xyz.ndim != 3 or xyz.shape[1:] != (self.n_atoms, 3):
+            raise ValueError(
+                f"positions of shape {xyz.shape} do not fit a committee for {self.n_atoms} atoms "
+                f"(expected [B, {self.n_atoms}, 3] in nm)"
+            )
+        if not np.isfinite(xyz).all():
+            raise ValueError("positions contain NaN or infinite coordinates")
+        return torch.from_numpy(xyz)
+
+    def energies(self, positions) -> np.ndarray:
+        """Member energies ``[B, M]`` in kJ/mol."""
+        with torch.no_grad():
+            return self.potential(self._tensor(positions)).double().numpy()
+
+    def energies_and_forces(self, positions) -> tuple[np.ndarray, np.ndarray]:
+        """Member energies ``[B, M]`` and forces ``[B, M, N, 3]``."""
+        with torch.enable_grad():
+            e, f = self.potential.energies_and_forces(self._tensor(positions), False)
+        return e.double().numpy(), f.double().numpy()
+
+    def uncertainty(self, positions, metric: str = "force_variance") -> np.ndarray:
+        """The uncertainty metric ``[B]`` (see :mod:`openmm_adv.models.uncertainty`)."""
+        check_metric(metric)
+        with torch.enable_grad():
+            e, f = self.potential.energies_and_forces(self._tensor(positions), False)
+        return uncertainty(e, f, metric).double().numpy()
+
+    def evaluate_in_batches(self, positions, batch_size: int = 256, metric: str = "force_variance"):
+        """Mean energy ``[B]``, mean forces ``[B, N, 3]`` and uncertainty ``[B]`` for many geometries."""
+        xyz = np.asarray(positions)
+        e_out, f_out, u_out = [], [], []
+        for start in range(0, len(xyz), batch_size):
+            e, f = self.energies_and_forces(xyz[start : start + batch_size])
+            e_out.append(e.mean(1))
+            f_out.append(f.mean(1))
+            u_out.append(uncertainty(torch.from_numpy(e), torch.from_numpy(f), metric).numpy())
+        return np.concatenate(e_out), np.concatenate(f_out), np.concatenate(u_out)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path, **extra_metadata) -> Path:
+        """Write a TorchScript file with the metadata stored inside it (``_extra_files``)."""
+        path = Path(path)
+        metadata = dict(self.metadata)
+        metadata.update(extra_metadata)
+        metadata.update(format_version=FORMAT_VERSION, openmm_adv_version=__version__, torch_version=torch.__version__)
+        scripted = self.scripted()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: json.dumps(metadata, indent=1)})
+        tmp.replace(path)  # atomic: a crash never leaves half a model at ``path``
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, system=None, map_location: str = "cpu") -> "Committee":
+        """Load a committee written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or Path
+        system : MolecularSystem or sequence of int, optional
+            If given, the committee's atoms must match it (count and atomic numbers, in order).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise CommitteeError(f"no committee file at {path}")
+        extra = {METADATA_FILE: ""}
+        try:
+            module = torch.jit.load(str(path), map_location=map_location, _extra_files=extra)
+        except Exception as exc:
+            raise CommitteeError(
+                f"{path} is not a readable TorchScript committee (corrupt or truncated file?): "
+                f"{first_line(exc)}"
+            ) from exc
+        if not extra[METADATA_FILE]:
+            raise CommitteeError(f"{path} has no openmm-adv metadata; was it written by Committee.save?")
+        metadata = json.loads(extra[METADATA_FILE])
+        if not hasattr(module, "energies_and_forces"):
+            raise CommitteeError(f"{path} is a TorchScript module but not an openmm-adv committee")
+        committee = cls(module, metadata)
+        if system is not None:
+            committee.check_compatible(system)
+        return committee
+
+    def check_compatible(self, system) -> None:
+        """Raise :class:`CommitteeError` unless the system's atoms are the committee's atoms."""
+        z = np.asarray(getattr(system, "atomic_numbers", system), dtype=np.int64)
+        name = getattr(system, "name", "the system")
+        if len(z) != self.n_atoms:
+            raise CommitteeError(
+                f"the committee was trained for {self.n_atoms} atoms but {name} has {len(z)}; "
+                "load a committee made for this system"
+            )
+        if not np.array_equal(z, self.atomic_numbers):
+            diff = np.flatnonzero(z != self.atomic_numbers)[:5].tolist()
+            raise CommitteeError(
+                f"atomic numbers of {name} differ from the committee's at atoms {diff}; "
+                "the atom order must match the training data"
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"Committee({self.metadata.get('architecture', 'custom')}, members={self.n_members}, "
+            f"atoms={self.n_atoms}, scripted={self.is_scripted})"
+        )
