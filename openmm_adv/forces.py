@@ -108,16 +108,19 @@ class AdversarialModule(_Replicas):
         self.log_objective = objective == "log"
 
     @torch.jit.export
-    def replica_values(self, replicas: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """Per replica: log of the objective, uncertainty and committee-mean energy (each ``[B]``)."""
-        energies, forces = self.potential.energies_and_forces(replicas, True)
+    def replica_values(self, replicas: Tensor, create_graph: bool = True) -> Tuple[Tensor, Tensor, Tensor]:
+        """Per replica: log of the objective, uncertainty and committee-mean energy (each ``[B]``).
+
+        ``create_graph=False`` is enough to monitor values; the force needs ``True``.
+        """
+        energies, forces = self.potential.energies_and_forces(replicas, create_graph)
         u = uncertainty(energies, forces, self.metric)
         mean_energy = energies.mean(dim=1)
         log_l = torch.log(u + 1e-30) - (mean_energy - self.energy_reference) / self.kT - self.log_partition
         return log_l, u, mean_energy
 
     def forward(self, positions: Tensor) -> Tensor:
-        log_l, u, mean_energy = self.replica_values(self._split(positions))
+        log_l, u, mean_energy = self.replica_values(self._split(positions), True)
         if self.log_objective:
             return -self.kT * log_l.sum()
         return -torch.exp(log_l).sum()
