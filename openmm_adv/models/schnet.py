@@ -77,7 +77,7 @@ class StackedSchNet(nn.Module):
         n_members: int = 5,
         n_features: int = 32,
         n_rbf: int = 16,
-        n_interactions: int = 3,
+        n_interactions: int = 2,
         cutoff: float = 0.5,
         seed: int = 0,
     ):

@@ -1,0 +1,176 @@
+"""Labelled geometries with provenance, stored in one HDF5 file; extxyz import/export."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+__all__ = ["Dataset", "write_extxyz", "read_extxyz"]
+
+_SYMBOLS = {1: "H", 6: "C", 7: "N", 8: "O", 9: "F", 15: "P", 16: "S", 17: "Cl"}
+_PROVENANCE = {
+    "generation": np.int64,
+    "sampler": "S32",
+    "seed_index": np.int64,
+    "uncertainty": np.float64,
+    "oracle": "S32",
+    "time": np.float64,
+}
+
+
+class Dataset:
+    """Positions (nm), energies (kJ/mol), forces (kJ/mol/nm) and per-structure provenance.
+
+    In memory the dataset is a set of numpy arrays; :meth:`save` writes one HDF5 file through a
+    temporary file and an atomic rename, so a crash never leaves a half-written file.
+
+    Parameters
+    ----------
+    atomic_numbers : array_like
+        ``[N]``.
+    """
+
+    def __init__(self, atomic_numbers):
+        self.atomic_numbers = np.asarray(atomic_numbers, dtype=np.int64)
+        n = len(self.atomic_numbers)
+        self.positions = np.zeros((0, n, 3))
+        self.energies = np.zeros(0)
+        self.forces = np.zeros((0, n, 3))
+        self.provenance = {k: np.zeros(0, dtype=v) for k, v in _PROVENANCE.items()}
+
+    def __len__(self) -> int:
+        return int(len(self.energies))
+
+    @property
+    def n_atoms(self) -> int:
+        return int(len(self.atomic_numbers))
+
+    def append(self, positions, energies, forces, generation: int = 0, sampler: str = "", seed_index=None,
+               uncertainty=None, oracle: str = "") -> None:
+        """Add labelled structures (``[K, N, 3]``, ``[K]``, ``[K, N, 3]``)."""
+        positions = np.asarray(positions, dtype=np.float64).reshape(-1, self.n_atoms, 3)
+        energies = np.asarray(energies, dtype=np.float64).reshape(-1)
+        forces = np.asarray(forces, dtype=np.float64).reshape(-1, self.n_atoms, 3)
+        k = len(positions)
+        if len(energies) != k or len(forces) != k:
+            raise ValueError(f"got {k} geometries, {len(energies)} energies and {len(forces)} force sets")
+        if not (np.isfinite(positions).all() and np.isfinite(energies).all() and np.isfinite(forces).all()):
+            raise ValueError("labelled data must be finite; record failed labels elsewhere")
+        self.positions = np.concatenate([self.positions, positions])
+        self.energies = np.concatenate([self.energies, energies])
+        self.forces = np.concatenate([self.forces, forces])
+        new = {
+            "generation": np.full(k, generation),
+            "sampler": np.full(k, sampler, dtype="S32"),
+            "seed_index": np.full(k, -1) if seed_index is None else np.asarray(seed_index).reshape(k),
+            "uncertainty": np.full(k, np.nan) if uncertainty is None else np.asarray(uncertainty, float).reshape(k),
+            "oracle": np.full(k, oracle, dtype="S32"),
+            "time": np.full(k, time.time()),
+        }
+        for key, dtype in _PROVENANCE.items():
+            self.provenance[key] = np.concatenate([self.provenance[key], new[key].astype(dtype)])
+
+    def subset(self, index) -> "Dataset":
+        out = Dataset(self.atomic_numbers)
+        out.positions, out.energies, out.forces = self.positions[index], self.energies[index], self.forces[index]
+        out.provenance = {k: v[index] for k, v in self.provenance.items()}
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        """Write the whole dataset atomically (temporary file, fsync, rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = "openmm-adv-dataset"
+            f.attrs["format_version"] = 1
+            f.attrs["units"] = "positions nm, energies kJ/mol, forces kJ/mol/nm"
+            f["atomic_numbers"] = self.atomic_numbers
+            f.create_dataset("positions", data=self.positions, compression="gzip")
+            f["energies"] = self.energies
+            f.create_dataset("forces", data=self.forces, compression="gzip")
+            group = f.create_group("provenance")
+            for key, value in self.provenance.items():
+                group[key] = value
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Dataset":
+        path = Path(path)
+        try:
+            with h5py.File(path, "r") as f:
+                if f.attrs.get("format") != "openmm-adv-dataset":
+                    raise ValueError(f"{path} is an HDF5 file but not an openmm-adv dataset")
+                out = cls(f["atomic_numbers"][()])
+                out.positions = f["positions"][()]
+                out.energies = f["energies"][()]
+                out.forces = f["forces"][()]
+                out.provenance = {k: f["provenance"][k][()] for k in _PROVENANCE}
+        except OSError as exc:
+            raise ValueError(f"cannot read dataset {path} (missing or corrupt HDF5): {exc}") from exc
+        return out
+
+
+def write_extxyz(path: str | Path, atomic_numbers, positions, energies=None, forces=None, info=None) -> Path:
+    """Write extended XYZ (Angstrom, eV, eV/A: the units ASE, MACE and NequIP read).
+
+    Parameters are in OpenMM units (nm, kJ/mol, kJ/mol/nm) and converted here.
+    """
+    kj_per_ev = 96.48533212331
+    path = Path(path)
+    z = np.asarray(atomic_numbers)
+    xyz = np.asarray(positions).reshape(-1, len(z), 3) * 10.0
+    with open(path, "w") as handle:
+        for k, frame in enumerate(xyz):
+            props = "species:S:1:pos:R:3"
+            if forces is not None:
+                props += ":forces:R:3"
+            header = [f'Properties={props}', 'pbc="F F F"']
+            if energies is not None:
+                header.append(f"energy={energies[k] / kj_per_ev:.10f}")
+            for key, values in (info or {}).items():
+                header.append(f"{key}={values[k]}")
+            handle.write(f"{len(z)}\n{' '.join(header)}\n")
+            for i, atom in enumerate(frame):
+                line = f"{_SYMBOLS.get(int(z[i]), 'X'):2s} {atom[0]:16.10f} {atom[1]:16.10f} {atom[2]:16.10f}"
+                if forces is not None:
+                    fi = np.asarray(forces)[k, i] / kj_per_ev / 10.0
+                    line += f" {fi[0]:16.10f} {fi[1]:16.10f} {fi[2]:16.10f}"
+                handle.write(line + "\n")
+    return path
+
+
+def read_extxyz(path: str | Path):
+    """Read what :func:`write_extxyz` writes; returns positions (nm), energies, forces (OpenMM units)."""
+    kj_per_ev = 96.48533212331
+    symbols_to_z = {v: k for k, v in _SYMBOLS.items()}
+    positions, energies, forces, numbers = [], [], [], None
+    with open(path) as handle:
+        while True:
+            line = handle.readline()
+            if not line.strip():
+                break
+            n = int(line)
+            header = handle.readline()
+            fields = dict(item.split("=", 1) for item in header.replace('"F F F"', "F").split() if "=" in item)
+            rows = [handle.readline().split() for _ in range(n)]
+            numbers = [symbols_to_z[r[0]] for r in rows]
+            positions.append([[float(v) / 10.0 for v in r[1:4]] for r in rows])
+            if "energy" in fields:
+                energies.append(float(fields["energy"]) * kj_per_ev)
+            if len(rows[0]) >= 7:
+                forces.append([[float(v) * kj_per_ev * 10.0 for v in r[4:7]] for r in rows])
+    return (
+        np.asarray(numbers),
+        np.asarray(positions),
+        np.asarray(energies) if energies else None,
+        np.asarray(forces) if forces else None,
+    )

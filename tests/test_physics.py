@@ -1,0 +1,95 @@
+"""Physics of the committee: gradients, invariances, uncertainty properties."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from openmm_adv.forces import uncertainty_force
+from openmm_adv.models import Committee
+
+from conftest import energy_forces, replica_context
+
+
+def random_rotation(seed):
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    return q * np.sign(np.linalg.det(q))
+
+
+def test_forces_are_minus_finite_difference_gradient(small_committee, perturbed):
+    x = perturbed(1)[0]
+    e, f = small_committee.energies_and_forces(x)
+    h = 1e-5
+    rng = np.random.default_rng(0)
+    for atom, axis in zip(rng.integers(0, 22, 6), rng.integers(0, 3, 6)):
+        plus, minus = x.copy(), x.copy()
+        plus[atom, axis] += h
+        minus[atom, axis] -= h
+        grad = (small_committee.energies(plus)[0] - small_committee.energies(minus)[0]) / (2 * h)
+        np.testing.assert_allclose(f[0, :, atom, axis], -grad, rtol=1e-6, atol=1e-6)
+
+
+def test_uncertainty_force_is_minus_gradient_of_uncertainty(small_committee, perturbed):
+    """The double-backward force (what attacks climb) against finite differences, through OpenMM."""
+    x = perturbed(1)[0]
+    ctx = replica_context(uncertainty_force(small_committee, "force_variance"), 22)
+    _, forces = energy_forces(ctx, x)
+    h = 1e-5
+    for atom, axis in ((0, 0), (8, 1), (15, 2), (21, 0)):
+        plus, minus = x.copy(), x.copy()
+        plus[atom, axis] += h
+        minus[atom, axis] -= h
+        grad = (energy_forces(ctx, plus)[0] - energy_forces(ctx, minus)[0]) / (2 * h)
+        assert forces[atom, axis] == pytest.approx(-grad, rel=1e-5, abs=1e-5)
+
+
+def test_rotation_translation_invariance(small_committee, perturbed):
+    x = perturbed(1)[0]
+    rot = random_rotation(1)
+    moved = x @ rot.T + np.array([0.7, -1.3, 2.1])
+    e0, f0 = small_committee.energies_and_forces(x)
+    e1, f1 = small_committee.energies_and_forces(moved)
+    np.testing.assert_allclose(e1, e0, rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(f1, f0 @ rot.T, rtol=1e-8, atol=1e-8)  # forces rotate with the molecule
+    for metric in ("force_variance", "max_force_deviation", "energy_std"):
+        np.testing.assert_allclose(small_committee.uncertainty(moved, metric), small_committee.uncertainty(x, metric), rtol=1e-8)
+
+
+def test_permutation_of_equivalent_atoms(small_committee, perturbed):
+    x = perturbed(1)[0]
+    swapped = x.copy()
+    swapped[[11, 12]] = x[[12, 11]]  # two hydrogens of the alanine methyl
+    e0, f0 = small_committee.energies_and_forces(x)
+    e1, f1 = small_committee.energies_and_forces(swapped)
+    np.testing.assert_allclose(e1, e0, rtol=1e-10)
+    np.testing.assert_allclose(f1[:, :, [12, 11]], f0[:, :, [11, 12]], rtol=1e-8, atol=1e-10)
+
+
+def test_identical_members_have_zero_uncertainty(ala2, perturbed):
+    c = Committee.schnet(ala2.atomic_numbers, n_members=3, n_features=8, n_rbf=8, dtype=torch.float64)
+    with torch.no_grad():
+        for p in c.potential.members.parameters():
+            if p.dim() >= 1 and p.shape[0] == 3:
+                p[1:] = p[0]
+    x = perturbed(2)
+    assert np.all(c.uncertainty(x, "force_variance") < 1e-20)
+    assert np.all(c.uncertainty(x, "energy_std") < 1e-5)
+    assert np.all(c.uncertainty(x, "max_force_deviation") < 1e-5)
+    assert np.all(c.uncertainty(x, "force_variance") >= 0)
+
+
+def test_different_members_disagree(small_committee, perturbed):
+    assert np.all(small_committee.uncertainty(perturbed(2), "force_variance") > 1e-3)
+
+
+def test_energy_is_smooth_across_the_cutoff(ala2):
+    """Two atoms pulled through the cutoff: energy and force continuous (polynomial envelope)."""
+    c = Committee.schnet([6, 6], n_members=2, n_features=8, n_rbf=8, cutoff=0.5, dtype=torch.float64)
+    r = np.linspace(0.49, 0.51, 201)
+    x = np.zeros((len(r), 2, 3))
+    x[:, 1, 0] = r
+    e, f = c.energies_and_forces(x)
+    assert np.max(np.abs(np.diff(e[:, 0]))) < 1e-6
+    assert np.max(np.abs(np.diff(f[:, 0, 1, 0]))) < 1e-3
+    assert np.allclose(e[r > 0.5], e[-1])
