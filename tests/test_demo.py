@@ -1,0 +1,47 @@
+"""The main job and the shipped default committee."""
+
+import json
+
+import numpy as np
+import pytest
+
+from openmm_adv.cli import main
+from openmm_adv.data import Dataset, read_extxyz
+from openmm_adv.demo import run_demo
+from openmm_adv.models import Committee
+from openmm_adv.resources import default_committee_path, default_dataset_path
+
+
+def test_shipped_committee_matches_its_metadata(ala2):
+    committee = Committee.load(default_committee_path(), system=ala2)
+    meta = committee.metadata
+    assert meta["n_members"] == 5 and meta["architecture"] == "StackedSchNet"
+    data = Dataset.load(default_dataset_path())
+    assert len(data) == 1000
+    # the committee reproduces the validation error it reports, on its own training data
+    e, f, u = committee.evaluate_in_batches(data.positions[:200])
+    assert np.abs(e - data.energies[:200]).mean() < 3 * meta["metrics"]["val_energy_mae_kj_mol"] + 1.0
+    assert np.abs(f - data.forces[:200]).mean() < 3 * meta["metrics"]["val_force_mae_kj_mol_nm"]
+    # C7eq training data: phi stays negative
+    assert np.all(ala2.compute_cvs(data.positions)["phi"] < 0)
+
+
+def test_demo_end_to_end(tmp_path):
+    lines = []
+    summary = run_demo(tmp_path, n_seeds=4, n_steps=20, progress=False, echo=lines.append)
+    assert (tmp_path / "ramachandran.png").stat().st_size > 10_000
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["n_seeds"] == 4 and len(on_disk["per_replica"]) == 4
+    assert summary["valid"] >= 1
+    for replica in on_disk["per_replica"]:
+        if replica["valid"]:
+            assert replica["uncertainty_after"] > replica["uncertainty_before"]
+    z, x, e, f = read_extxyz(tmp_path / "attacked.extxyz")
+    assert len(x) == summary["valid"] and e is not None and f is not None
+    assert (tmp_path / "attacked.pdb").read_text().count("MODEL") == summary["valid"]
+    assert any("valid attacks" in line for line in lines)
+
+
+def test_cli_reports_bad_input(tmp_path, capsys):
+    assert main(["demo", "--output", str(tmp_path), "--committee", str(tmp_path / "none.pt"), "--quiet"]) == 2
+    assert "no committee file" in capsys.readouterr().err
