@@ -25,8 +25,8 @@ from openmm_adv.samplers import attack_integrator
 from openmm_adv.systems import alanine_dipeptide
 
 
-def time_steps(committee, system, n_replicas, platform, steps, properties):
-    force, _ = adversarial_force(committee, 20.9, n_replicas=n_replicas)
+def time_steps(committee, system, n_replicas, platform, steps, properties, cuda_graphs=False):
+    force, _ = adversarial_force(committee, 20.9, n_replicas=n_replicas, use_cuda_graphs=cuda_graphs)
     omm = openmm.System()
     for _ in range(n_replicas * system.n_atoms):
         omm.addParticle(12.0)
@@ -54,12 +54,12 @@ def main():
     configure_threads(args.threads)
     system = alanine_dipeptide()
     committee = Committee.load(default_committee_path(), system=system)
-    properties = {}
+    properties = {"Precision": "mixed"} if args.platform == "CUDA" else {}
     print(f"host: {host.processor() or host.machine()}, {os.cpu_count()} cores; torch threads {args.threads}; "
           f"OpenMM platform {args.platform}; committee {committee}")
     results = {}
     for b in args.replicas:
-        seconds = time_steps(committee, system, b, args.platform, args.steps, properties)
+        seconds = time_steps(committee, system, b, args.platform, args.steps, properties, args.cuda_graphs)
         results[b] = seconds
         print(f"B = {b:3d}: {seconds * 1e3:8.2f} ms per step, {seconds / b * 1e3:7.3f} ms per replica-step")
     lo, hi = min(results), max(results)
