@@ -1,3 +1,8 @@
-"""openmm-adv: uncertainty-based adversarial sampling for NN-potential committees in OpenMM."""
+"""openmm-adv: uncertainty-based adversarial sampling for NN-potential committees in OpenMM.
+
+The public API lives in the submodules: :mod:`openmm_adv.systems`, :mod:`openmm_adv.models`
+(``Committee``), :mod:`openmm_adv.forces` (OpenMM force builders), :mod:`openmm_adv.samplers`
+(``Attack``), :mod:`openmm_adv.train`, :mod:`openmm_adv.data`.
+"""
 
 __version__ = "0.1.0"

@@ -118,6 +118,7 @@ class MolecularSystem:
     masses: np.ndarray
     collective_variables: dict[str, CollectiveVariable]
     _reference_factory: Callable[[], openmm.System] = field(repr=False)
+    _contexts: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n_atoms(self) -> int:
@@ -162,7 +163,11 @@ class MolecularSystem:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Ground-truth energies ``[B]`` (kJ/mol) and forces ``[B, N, 3]`` (kJ/mol/nm)."""
         xyz = self.check_positions(positions)
-        context = _reference_context(self, platform)
+        if platform not in self._contexts:
+            self._contexts[platform] = openmm.Context(
+                self.create_reference_system(), openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform)
+            )
+        context = self._contexts[platform]
         energies = np.empty(len(xyz))
         forces = np.empty_like(xyz)
         for k, x in enumerate(xyz):
@@ -188,20 +193,6 @@ class MolecularSystem:
             for a, b in self.topology.bonds():
                 top.addBond(atom_map[a], atom_map[b])
         return top
-
-
-_CONTEXTS: dict[tuple[int, str], openmm.Context] = {}
-
-
-def _reference_context(system: MolecularSystem, platform: str) -> openmm.Context:
-    key = (id(system), platform)
-    if key not in _CONTEXTS:
-        omm_system = system.create_reference_system()
-        integrator = openmm.VerletIntegrator(0.001)
-        _CONTEXTS[key] = openmm.Context(
-            omm_system, integrator, openmm.Platform.getPlatformByName(platform)
-        )
-    return _CONTEXTS[key]
 
 
 def particle_masses(system: openmm.System) -> np.ndarray:
