@@ -9,7 +9,13 @@ import torch  # must precede openmmtorch, or libnvrtc.so.12 is not found
 __all__ = ["configure_threads", "openmmtorch"]
 
 try:
-    import openmmtorch
+    import contextlib
+    import io
+
+    # openmmtorch 1.5 imports the deprecated ``simtk.openmm`` alias, which prints a warning on
+    # every run; the alias works, so the line is only noise for users.
+    with contextlib.redirect_stderr(io.StringIO()):
+        import openmmtorch
 except ImportError as exc:  # pragma: no cover - depends on the install
     openmmtorch = None
     _IMPORT_ERROR = exc
