@@ -58,7 +58,7 @@ def run_demo(
     result = attack.run(seeds)
     valid = result.valid
 
-    ref_seed, _ = system.reference_energies_forces(seeds)
+    ref_seed, ref_seed_forces = system.reference_energies_forces(seeds)
     ref_att, ref_forces = system.reference_energies_forces(result.positions)
     cv_seed = np.degrees(np.stack([system.compute_cvs(seeds)[k] for k in ("phi", "psi")], 1))
     cv_att = np.degrees(np.stack([system.compute_cvs(result.positions)[k] for k in ("phi", "psi")], 1))
@@ -67,7 +67,7 @@ def run_demo(
     f_mean = committee.evaluate_in_batches(result.positions)[1]
     force_err = np.sqrt(((f_mean - ref_forces) ** 2).mean(axis=(1, 2)))
     f_mean_seed = committee.evaluate_in_batches(seeds)[1]
-    force_err_seed = np.sqrt(((f_mean_seed - system.reference_energies_forces(seeds)[1]) ** 2).mean(axis=(1, 2)))
+    force_err_seed = np.sqrt(((f_mean_seed - ref_seed_forces) ** 2).mean(axis=(1, 2)))
 
     unit_u = "(kJ/mol/nm)^2"
     echo(f"openmm-adv demo: {n_seeds} C7eq seeds, {n_steps} Adam steps, kT = {kT:g} kJ/mol, platform {platform}")
