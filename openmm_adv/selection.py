@@ -1,0 +1,146 @@
+"""Choosing which candidates to label: trust window, de-duplication, clustering, cap, physics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .geometry import GeometryCheck
+from .samplers.candidates import Candidates
+
+__all__ = ["Selector", "aligned_rmsd"]
+
+
+def aligned_rmsd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """RMSD after optimal superposition (Kabsch) between every geometry of ``a`` ``[A, N, 3]`` and
+    of ``b`` ``[B, N, 3]``; returns ``[A, B]`` in the input's length unit."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    h = np.einsum("anj,bnk->abjk", a, b)  # cross-covariance per pair
+    u, s, vt = np.linalg.svd(h)
+    # Proper rotations only: flip the smallest singular value where the best fit is a reflection.
+    sign = np.sign(np.linalg.det(u @ vt))
+    s[..., -1] *= sign
+    n = a.shape[1]
+    sq = (a**2).sum(axis=(1, 2))[:, None] + (b**2).sum(axis=(1, 2))[None, :] - 2.0 * s.sum(-1)
+    return np.sqrt(np.clip(sq, 0.0, None) / n)
+
+
+def _connected_components(adjacent: np.ndarray) -> np.ndarray:
+    labels = -np.ones(len(adjacent), dtype=np.int64)
+    for start in range(len(adjacent)):
+        if labels[start] >= 0:
+            continue
+        stack, labels[start] = [start], start
+        while stack:
+            i = stack.pop()
+            for j in np.flatnonzero(adjacent[i] & (labels < 0)):
+                labels[j] = start
+                stack.append(j)
+    return labels
+
+
+@dataclass
+class Selector:
+    """Filters :class:`Candidates` down to the ones worth a ground-truth call.
+
+    Steps, in order (each candidate dropped is counted under its reason):
+
+    1. ``geometry_check``: broken bonds, clashes, non-finite coordinates.
+    2. ``energy_cap``: committee energy more than this (kJ/mol) above the lowest reference
+       energy given to :meth:`select`.
+    3. trust window on the uncertainty: ``[lower, upper)`` in the metric's units, and/or
+       ``[percentile_lower, percentile_upper)`` percentiles of the reference (training-set)
+       uncertainties (the paper keeps candidates above the 80th percentile).
+    4. ``min_rmsd`` (nm, aligned): drop candidates this close to any dataset geometry.
+    5. single-linkage clustering at ``min_rmsd``: one representative per cluster, the most
+       uncertain.
+    6. ``max_selected``: the most uncertain survivors.
+    """
+
+    lower: float | None = None
+    upper: float | None = None
+    percentile_lower: float | None = None
+    percentile_upper: float | None = None
+    min_rmsd: float = 0.01
+    max_selected: int | None = 20
+    energy_cap: float | None = None
+    geometry_check: GeometryCheck | None = None
+    last_report: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        for name in ("percentile_lower", "percentile_upper"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 100:
+                raise ValueError(f"{name} must be a percentile in [0, 100], got {value}")
+        if self.min_rmsd < 0:
+            raise ValueError(f"min_rmsd must be >= 0 nm, got {self.min_rmsd}")
+        if self.max_selected is not None and self.max_selected < 0:
+            raise ValueError(f"max_selected must be >= 0, got {self.max_selected}")
+
+    def window(self, reference_uncertainty=None) -> tuple[float, float]:
+        """The absolute uncertainty window ``[lo, hi)`` this selector applies."""
+        lo, hi = -np.inf, np.inf
+        if self.lower is not None:
+            lo = self.lower
+        if self.upper is not None:
+            hi = self.upper
+        if self.percentile_lower is not None or self.percentile_upper is not None:
+            if reference_uncertainty is None or len(reference_uncertainty) == 0:
+                raise ValueError("percentile trust windows need the training set's uncertainties (reference_uncertainty)")
+            ref = np.asarray(reference_uncertainty, dtype=np.float64)
+            if self.percentile_lower is not None:
+                lo = max(lo, float(np.percentile(ref, self.percentile_lower)))
+            if self.percentile_upper is not None:
+                hi = min(hi, float(np.percentile(ref, self.percentile_upper)))
+        return lo, hi
+
+    def select(self, candidates: Candidates, dataset_positions=None, reference_uncertainty=None,
+               reference_energies=None) -> Candidates:
+        """The selected subset (most uncertain first); counts per reason in ``last_report``."""
+        keep = np.arange(len(candidates))
+        report = {"candidates": len(candidates)}
+
+        def drop(mask: np.ndarray, reason: str):
+            nonlocal keep
+            report[reason] = int((~mask).sum())
+            keep = keep[mask]
+
+        if self.geometry_check is not None and len(keep):
+            ok, _ = self.geometry_check(candidates.positions[keep])
+            drop(ok, "unphysical")
+        if self.energy_cap is not None and len(keep):
+            if reference_energies is None:
+                raise ValueError("energy_cap needs reference_energies (e.g. the dataset's energies)")
+            drop(candidates.energies[keep] <= np.min(reference_energies) + self.energy_cap, "above_energy_cap")
+        lo, hi = self.window(reference_uncertainty)
+        u = candidates.uncertainty
+        drop((u[keep] >= lo) & (u[keep] < hi), "outside_trust_window")
+        if dataset_positions is not None and len(dataset_positions) and len(keep) and self.min_rmsd > 0:
+            nearest = aligned_rmsd(candidates.positions[keep], dataset_positions).min(axis=1)
+            drop(nearest >= self.min_rmsd, "near_dataset")
+        if len(keep) > 1 and self.min_rmsd > 0:
+            labels = _connected_components(aligned_rmsd(candidates.positions[keep], candidates.positions[keep]) < self.min_rmsd)
+            representative = np.zeros(len(keep), dtype=bool)
+            for label in np.unique(labels):
+                members = np.flatnonzero(labels == label)
+                representative[members[np.argmax(u[keep][members])]] = True
+            drop(representative, "same_cluster")
+        keep = keep[np.argsort(-u[keep], kind="stable")]
+        if self.max_selected is not None and len(keep) > self.max_selected:
+            report["over_cap"] = int(len(keep) - self.max_selected)
+            keep = keep[: self.max_selected]
+        report["selected"] = int(len(keep))
+        report["window"] = [lo, hi]
+        self.last_report = report
+        return Candidates(
+            positions=candidates.positions[keep], energies=candidates.energies[keep],
+            uncertainty=candidates.uncertainty[keep], metric=candidates.metric, sampler=candidates.sampler,
+            seed_index=candidates.seed_index[keep], n_force_evaluations=candidates.n_force_evaluations,
+            oracle_calls=candidates.oracle_calls, wall_seconds=candidates.wall_seconds,
+            info={k: (v[keep] if isinstance(v, np.ndarray) and len(v) == len(candidates) else v)
+                  for k, v in candidates.info.items()},
+        )
