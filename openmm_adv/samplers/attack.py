@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import openmm
+from openmm import app
 import torch
 from tqdm.auto import tqdm
 
@@ -166,7 +167,7 @@ class Attack:
             backend=self.backend, use_cuda_graphs=self.use_cuda_graphs,
         )
         system = openmm.System()
-        masses = [openmm.app.Element.getByAtomicNumber(int(z)).mass if z > 0 else 1.0 for z in self.committee.atomic_numbers]
+        masses = [app.Element.getByAtomicNumber(int(z)).mass if z > 0 else 1.0 for z in self.committee.atomic_numbers]
         for _ in range(n_replicas):
             for mass in masses:
                 system.addParticle(mass)
