@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -80,30 +82,115 @@ class Dataset:
         out.provenance = {k: v[index] for k, v in self.provenance.items()}
         return out
 
+    def extend(self, other: "Dataset") -> None:
+        """Append every record of ``other`` (same atoms), provenance included."""
+        self._check_same_atoms(other)
+        self.positions = np.concatenate([self.positions, other.positions])
+        self.energies = np.concatenate([self.energies, other.energies])
+        self.forces = np.concatenate([self.forces, other.forces])
+        for key, dtype in _PROVENANCE.items():
+            self.provenance[key] = np.concatenate([self.provenance[key], other.provenance[key].astype(dtype)])
+
+    def _check_same_atoms(self, other: "Dataset") -> None:
+        if not np.array_equal(self.atomic_numbers, other.atomic_numbers):
+            raise ValueError(
+                f"datasets hold different molecules ({len(self.atomic_numbers)} vs {len(other.atomic_numbers)} atoms, "
+                "or a different atom order); keep one dataset per system"
+            )
+
     def save(self, path: str | Path) -> Path:
         """Write the whole dataset atomically (temporary file, fsync, rename)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
+        n = self.n_atoms
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = "openmm-adv-dataset"
-            f.attrs["format_version"] = 1
+            f.attrs["format_version"] = 2
             f.attrs["units"] = "positions nm, energies kJ/mol, forces kJ/mol/nm"
             f["atomic_numbers"] = self.atomic_numbers
-            f.create_dataset("positions", data=self.positions, compression="gzip")
-            f["energies"] = self.energies
-            f.create_dataset("forces", data=self.forces, compression="gzip")
+            # Resizable, chunked arrays so append_to_file extends them in place.
+            f.create_dataset("positions", data=self.positions, maxshape=(None, n, 3), chunks=(64, n, 3), compression="gzip")
+            f.create_dataset("energies", data=self.energies, maxshape=(None,), chunks=(1024,))
+            f.create_dataset("forces", data=self.forces, maxshape=(None, n, 3), chunks=(64, n, 3), compression="gzip")
             group = f.create_group("provenance")
             for key, value in self.provenance.items():
-                group[key] = value
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
+                group.create_dataset(key, data=value, maxshape=(None,), chunks=(1024,))
+        _fsync_file(tmp)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
         return path
+
+    @staticmethod
+    def append_to_file(path: str | Path, records: "Dataset", tag: str | None = None) -> int:
+        """Append ``records`` to the dataset file at ``path`` atomically; returns the new size.
+
+        ``tag`` makes the append idempotent: it is stored in the file in the same atomic step as
+        the records, and an append whose tag is already there does nothing. A resumed job can
+        therefore repeat its last append without duplicating records.
+
+        The file is copied, extended and renamed over the original, so a crash at any moment
+        leaves either the old file or the new one, never a half-written record. (HDF5 has no
+        transactions: an in-place append killed mid-write can corrupt the whole file.) The
+        copy costs O(file size), about 10 ms per MB.
+        """
+        path = Path(path)
+        if not path.exists():
+            records.save(path)
+            if tag is not None:
+                records._write_tag(path, tag)
+            return len(records)
+        tmp = path.with_name(path.name + ".tmp")
+        existing_numbers, resizable, tags = _inspect(path)
+        if tag is not None and tag in tags:
+            return len(Dataset.load(path))
+        records._check_same_atoms(Dataset(existing_numbers))
+        if not resizable:  # a format-1 file: rewrite it in the resizable layout
+            whole = Dataset.load(path)
+            whole.extend(records)
+            whole.save(path)
+            if tag is not None:
+                records._write_tag(path, tag)
+            return len(whole)
+        shutil.copyfile(path, tmp)
+        k = len(records)
+        with h5py.File(tmp, "a") as f:
+            if tag is not None:
+                f.attrs["append_tags"] = json.dumps(tags + [tag])
+            old = f["energies"].shape[0]
+            for name, values in (("positions", records.positions), ("energies", records.energies),
+                                 ("forces", records.forces)):
+                f[name].resize(old + k, axis=0)
+                f[name][old:] = values
+            for key, dtype in _PROVENANCE.items():
+                column = f["provenance"][key]
+                column.resize(old + k, axis=0)
+                column[old:] = records.provenance[key].astype(dtype)
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+        return old + k
+
+    @staticmethod
+    def _write_tag(path: Path, tag: str) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.copyfile(path, tmp)
+        with h5py.File(tmp, "a") as f:
+            f.attrs["append_tags"] = json.dumps(_tags(f) + [tag])
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+
+    @staticmethod
+    def file_tags(path: str | Path) -> list[str]:
+        """The append tags stored in a dataset file (see :meth:`append_to_file`)."""
+        return _inspect(Path(path))[2]
 
     @classmethod
     def load(cls, path: str | Path) -> "Dataset":
+        """Read a dataset written by :meth:`save` or :meth:`append_to_file`."""
         path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"dataset {path} does not exist")
         try:
             with h5py.File(path, "r") as f:
                 if f.attrs.get("format") != "openmm-adv-dataset":
@@ -113,9 +200,63 @@ class Dataset:
                 out.energies = f["energies"][()]
                 out.forces = f["forces"][()]
                 out.provenance = {k: f["provenance"][k][()] for k in _PROVENANCE}
-        except OSError as exc:
+        except (OSError, KeyError) as exc:
             raise ValueError(f"cannot read dataset {path} (missing or corrupt HDF5): {exc}") from exc
+        sizes = {len(out.positions), len(out.energies), len(out.forces), *(len(v) for v in out.provenance.values())}
+        if len(sizes) != 1:
+            raise ValueError(f"dataset {path} is inconsistent (arrays of lengths {sorted(sizes)}); it is corrupt")
         return out
+
+    @classmethod
+    def from_extxyz(cls, path: str | Path, generation: int = 0, sampler: str = "import", oracle: str = "extxyz") -> "Dataset":
+        """Import labelled frames from an extended XYZ file (energies and forces required)."""
+        z, x, e, f = read_extxyz(path)
+        if e is None or f is None:
+            raise ValueError(f"{path} has no energy or forces: label it first (openmm-adv label)")
+        out = cls(z)
+        out.append(x, e, f, generation=generation, sampler=sampler, oracle=oracle)
+        return out
+
+    def to_extxyz(self, path: str | Path) -> Path:
+        """Export to extended XYZ with provenance per frame (ASE, MACE and NequIP read it)."""
+        info = {
+            "generation": self.provenance["generation"],
+            "sampler": [s.decode() or "none" for s in self.provenance["sampler"]],
+            "oracle": [s.decode() or "none" for s in self.provenance["oracle"]],
+            "uncertainty": self.provenance["uncertainty"],
+        }
+        return write_extxyz(path, self.atomic_numbers, self.positions, self.energies, self.forces, info=info)
+
+
+def _inspect(path: Path):
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != "openmm-adv-dataset":
+                raise ValueError(f"{path} is an HDF5 file but not an openmm-adv dataset")
+            return f["atomic_numbers"][()], f["energies"].maxshape[0] is None, _tags(f)
+    except (OSError, KeyError) as exc:
+        raise ValueError(f"cannot read dataset {path} (missing or corrupt HDF5): {exc}") from exc
+
+
+def _tags(f) -> list[str]:
+    return list(json.loads(f.attrs.get("append_tags", "[]")))
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    # The rename itself is only durable once the directory entry is on disk.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_extxyz(path: str | Path, atomic_numbers, positions, energies=None, forces=None, info=None) -> Path:

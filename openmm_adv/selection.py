@@ -9,7 +9,7 @@ import numpy as np
 from .geometry import GeometryCheck
 from .samplers.candidates import Candidates
 
-__all__ = ["Selector", "aligned_rmsd"]
+__all__ = ["Selector", "aligned_rmsd", "plain_rmsd"]
 
 
 def aligned_rmsd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -26,6 +26,16 @@ def aligned_rmsd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     s[..., -1] *= sign
     n = a.shape[1]
     sq = (a**2).sum(axis=(1, 2))[:, None] + (b**2).sum(axis=(1, 2))[None, :] - 2.0 * s.sum(-1)
+    return np.sqrt(np.clip(sq, 0.0, None) / n)
+
+
+def plain_rmsd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """RMSD without superposition, ``[A, B]``: for potentials that are not rotation invariant
+    (external fields, the one-particle toys)."""
+    a = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
+    b = np.asarray(b, dtype=np.float64).reshape(len(b), -1)
+    n = np.asarray(a).shape[1] // 3
+    sq = (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2.0 * a @ b.T
     return np.sqrt(np.clip(sq, 0.0, None) / n)
 
 
@@ -55,7 +65,10 @@ class Selector:
     3. trust window on the uncertainty: ``[lower, upper)`` in the metric's units, and/or
        ``[percentile_lower, percentile_upper)`` percentiles of the reference (training-set)
        uncertainties (the paper keeps candidates above the 80th percentile).
-    4. ``min_rmsd`` (nm, aligned): drop candidates this close to any dataset geometry.
+    4. ``min_rmsd`` (nm): drop candidates this close to any dataset geometry. The RMSD is taken
+       after optimal superposition when ``align`` is true; ``align=None`` aligns molecules of
+       three or more atoms and compares one- and two-particle systems (the toys, whose
+       potentials are not rotation invariant) as they are.
     5. single-linkage clustering at ``min_rmsd``: one representative per cluster, the most
        uncertain.
     6. ``max_selected``: the most uncertain survivors.
@@ -66,6 +79,7 @@ class Selector:
     percentile_lower: float | None = None
     percentile_upper: float | None = None
     min_rmsd: float = 0.01
+    align: bool | None = None
     max_selected: int | None = 20
     energy_cap: float | None = None
     geometry_check: GeometryCheck | None = None
@@ -119,11 +133,13 @@ class Selector:
         lo, hi = self.window(reference_uncertainty)
         u = candidates.uncertainty
         drop((u[keep] >= lo) & (u[keep] < hi), "outside_trust_window")
+        align = self.align if self.align is not None else candidates.positions.shape[1] >= 3
+        rmsd = aligned_rmsd if align else plain_rmsd
         if dataset_positions is not None and len(dataset_positions) and len(keep) and self.min_rmsd > 0:
-            nearest = aligned_rmsd(candidates.positions[keep], dataset_positions).min(axis=1)
+            nearest = rmsd(candidates.positions[keep], dataset_positions).min(axis=1)
             drop(nearest >= self.min_rmsd, "near_dataset")
         if len(keep) > 1 and self.min_rmsd > 0:
-            labels = _connected_components(aligned_rmsd(candidates.positions[keep], candidates.positions[keep]) < self.min_rmsd)
+            labels = _connected_components(rmsd(candidates.positions[keep], candidates.positions[keep]) < self.min_rmsd)
             representative = np.zeros(len(keep), dtype=bool)
             for label in np.unique(labels):
                 members = np.flatnonzero(labels == label)

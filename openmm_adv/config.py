@@ -1,0 +1,357 @@
+"""Validated YAML configuration for the command line and the active-learning loop.
+
+Each section is a dataclass; :func:`parse_section` turns a mapping into one, rejecting unknown
+keys, wrong types and impossible values with an error that names the key (``samplers.attack.kT``).
+Limits on a field live in its metadata: ``ge``/``gt``/``le``/``lt`` for numbers, ``choices``
+for strings.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "parse_section",
+    "load_yaml",
+    "SystemConfig",
+    "DataConfig",
+    "OracleConfig",
+    "ModelConfig",
+    "TrainingSection",
+    "AttackConfig",
+    "SelectionConfig",
+    "LoopConfig",
+    "LoopRunConfig",
+    "LabelRunConfig",
+    "TrainRunConfig",
+    "AttackRunConfig",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown, of the wrong type or impossible."""
+
+
+def _limits(**kwargs):
+    return {"metadata": kwargs}
+
+
+def _describe(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (list, dict):
+        return origin.__name__
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _coerce(tp, value, where: str):
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{where}: must not be null (expected {_describe(tp)})")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: expected {_describe(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{where}: {value!r} is not allowed; use {_describe(tp)}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_coerce(item, v, f"{where}[{k}]") for k, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        args = typing.get_args(tp)
+        if args and is_dataclass(args[1]):
+            return {k: parse_section(args[1], v, f"{where}.{k}") for k, v in value.items()}
+        return dict(value)
+    if is_dataclass(tp):
+        return parse_section(tp, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            # YAML reads 3e-3 (no dot) as a string; accept numeric strings of that form.
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp} at {where}")
+
+
+def _check_limits(meta: dict, value, where: str) -> None:
+    if value is None or isinstance(value, (dict, list)):
+        return
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(f"{where}: {value!r} is not allowed; use one of {', '.join(map(repr, meta['choices']))}")
+    for key, test, words in (("gt", lambda a, b: a > b, "greater than"), ("ge", lambda a, b: a >= b, "at least"),
+                             ("lt", lambda a, b: a < b, "less than"), ("le", lambda a, b: a <= b, "at most")):
+        if key in meta and not test(value, meta[key]):
+            raise ConfigError(f"{where}: must be {words} {meta[key]}, got {value!r}")
+
+
+def parse_section(cls, data, where: str = ""):
+    """Build dataclass ``cls`` from a mapping, validating every key (errors name ``where.key``)."""
+    label = where or "config"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{label}: expected a mapping of settings, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in fields(cls) if not f.name.startswith("_")]
+    for key in data:
+        if key not in known:
+            close = [k for k in known if k.lower() == str(key).lower()] or difflib.get_close_matches(str(key), known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{_join(where, key)}: unknown key{hint} (allowed: {', '.join(known)})")
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in data:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise ConfigError(f"{_join(where, f.name)}: required key is missing")
+            continue
+        key_where = _join(where, f.name)
+        value = _coerce(hints[f.name], data[f.name], key_where)
+        _check_limits(dict(f.metadata), value, key_where)
+        kwargs[f.name] = value
+    obj = cls(**kwargs)
+    check = getattr(obj, "check", None)
+    if check is not None:
+        check(where)
+    return obj
+
+
+def _join(where: str, key) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping, with a clear error for a missing file or bad syntax."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+# ---------------------------------------------------------------------------- sections
+@dataclass
+class SystemConfig:
+    """Which molecular system: ``alanine_dipeptide``, ``double_well``, ``mueller_brown``, ``ammonia``."""
+
+    name: str = field(default="alanine_dipeptide",
+                      **_limits(choices=("alanine_dipeptide", "double_well", "mueller_brown", "ammonia")))
+
+
+@dataclass
+class DataConfig:
+    """A labelled dataset: ``path`` (``default`` = the shipped alanine dipeptide frames) and an
+    optional random subset of ``max_frames`` drawn with ``seed``."""
+
+    path: str = "default"
+    max_frames: Optional[int] = field(default=None, **_limits(ge=4))
+    seed: int = 0
+
+
+@dataclass
+class OracleConfig:
+    """Ground truth. ``kind``: ``openmm`` (the system's force field), ``xtb`` (GFN2-xTB via
+    tblite), ``ase`` (``calculator: module:callable``), ``analytic`` (toys). ``options`` go to
+    the oracle (e.g. ``charge``, ``multiplicity``, ``threads`` for xtb; ``platform`` for openmm).
+    ``workers`` > 1 labels in a local process pool."""
+
+    kind: str = field(default="openmm", **_limits(choices=("openmm", "xtb", "ase", "analytic")))
+    options: dict = field(default_factory=dict)
+    workers: int = field(default=1, **_limits(ge=1))
+
+
+@dataclass
+class ModelConfig:
+    """The committee architecture: ``schnet`` (molecules) or ``mlp`` (2D toys)."""
+
+    architecture: str = field(default="schnet", **_limits(choices=("schnet", "mlp")))
+    n_members: int = field(default=5, **_limits(ge=2))
+    n_features: int = field(default=32, **_limits(ge=1))
+    n_rbf: int = field(default=32, **_limits(ge=1))
+    n_interactions: int = field(default=2, **_limits(ge=1))
+    cutoff: float = field(default=0.4, **_limits(gt=0.0))
+    hidden: int = field(default=64, **_limits(ge=1))
+    seed: int = 0
+
+
+@dataclass
+class TrainingSection:
+    """Trainer settings (see :class:`openmm_adv.train.TrainingConfig`)."""
+
+    epochs: int = field(default=200, **_limits(ge=1))
+    batch_size: int = field(default=32, **_limits(ge=1))
+    learning_rate: float = field(default=3e-3, **_limits(gt=0.0))
+    force_weight: float = field(default=10.0, **_limits(ge=0.0))
+    validation_fraction: float = field(default=0.1, **_limits(gt=0.0, lt=1.0))
+    patience: int = field(default=30, **_limits(ge=1))
+    bootstrap: bool = True
+    min_learning_rate: float = field(default=1e-5, **_limits(gt=0.0))
+
+
+@dataclass
+class AttackConfig:
+    """Adversarial attack settings (see :class:`openmm_adv.samplers.Attack`); ``kT`` in kJ/mol,
+    ``step_size``, ``max_step`` and ``max_displacement`` in nm."""
+
+    kT: float = field(default=20.9, **_limits(gt=0.0))
+    n_steps: int = field(default=150, **_limits(ge=1))
+    step_size: float = field(default=0.004, **_limits(gt=0.0))
+    optimizer: str = field(default="adam", **_limits(choices=("adam", "gradient")))
+    objective: str = field(default="log", **_limits(choices=("log", "linear")))
+    metric: str = field(default="force_variance",
+                        **_limits(choices=("force_variance", "max_force_deviation", "energy_std")))
+    batch_size: int = field(default=16, **_limits(ge=1))
+    max_step: float = field(default=0.02, **_limits(gt=0.0))
+    max_displacement: float = field(default=0.3, **_limits(gt=0.0))
+    report_interval: int = field(default=5, **_limits(ge=1))
+    platform: str = field(default="CPU", **_limits(choices=("Reference", "CPU", "CUDA")))
+    use_cuda_graphs: bool = False
+
+
+@dataclass
+class SelectionConfig:
+    """Which candidates get labelled (see :class:`openmm_adv.selection.Selector`). Windows are
+    in the uncertainty metric's units or percentiles of the training set's uncertainties;
+    ``energy_cap`` in kJ/mol above the lowest dataset energy; ``min_rmsd`` in nm."""
+
+    lower: Optional[float] = None
+    upper: Optional[float] = None
+    percentile_lower: Optional[float] = field(default=None, **_limits(ge=0.0, le=100.0))
+    percentile_upper: Optional[float] = field(default=None, **_limits(ge=0.0, le=100.0))
+    min_rmsd: float = field(default=0.01, **_limits(ge=0.0))
+    max_selected: Optional[int] = field(default=16, **_limits(ge=0))
+    energy_cap: Optional[float] = field(default=None, **_limits(gt=0.0))
+    physical_filter: bool = True
+
+    def check(self, where: str) -> None:
+        if self.lower is not None and self.upper is not None and self.lower >= self.upper:
+            raise ConfigError(f"{_join(where, 'lower')}: must be below upper ({self.lower} >= {self.upper})")
+        if (self.percentile_lower is not None and self.percentile_upper is not None
+                and self.percentile_lower >= self.percentile_upper):
+            raise ConfigError(f"{_join(where, 'percentile_lower')}: must be below percentile_upper")
+
+
+@dataclass
+class LoopConfig:
+    """Loop control: ``generations`` sample-label rounds, ``seeds`` seed geometries drawn from
+    the dataset per generation, ``seed`` for every random choice, ``threads`` for torch."""
+
+    generations: int = field(default=3, **_limits(ge=1))
+    seeds: int = field(default=16, **_limits(ge=1))
+    seed: int = 0
+    final_training: bool = True
+    threads: Optional[int] = field(default=None, **_limits(ge=1))
+
+
+@dataclass
+class LoopRunConfig:
+    """``openmm-adv loop``: the whole active-learning run."""
+
+    system: SystemConfig = field(default_factory=SystemConfig)
+    initial_data: DataConfig = field(default_factory=DataConfig)
+    initial_committee: Optional[str] = None
+    oracle: OracleConfig = field(default_factory=OracleConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingSection = field(default_factory=TrainingSection)
+    samplers: dict[str, AttackConfig] = field(default_factory=lambda: {"attack": AttackConfig()})
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+
+    def check(self, where: str) -> None:
+        if not self.samplers:
+            raise ConfigError(f"{_join(where, 'samplers')}: give at least one sampler (e.g. attack: {{}})")
+        for name in self.samplers:
+            if name not in SAMPLER_KINDS:
+                raise ConfigError(f"{_join(where, 'samplers')}.{name}: unknown sampler; use one of {', '.join(SAMPLER_KINDS)}")
+
+
+SAMPLER_KINDS = ("attack",)
+
+
+@dataclass
+class LabelRunConfig:
+    """``openmm-adv label``: label the frames of ``input`` (extxyz, an openmm-adv dataset, or any
+    trajectory mdtraj reads with the system's topology) and append them to ``output``."""
+
+    input: str
+    output: str
+    system: SystemConfig = field(default_factory=SystemConfig)
+    oracle: OracleConfig = field(default_factory=OracleConfig)
+    sampler: str = "import"
+    generation: int = field(default=0, **_limits(ge=0))
+
+
+@dataclass
+class TrainRunConfig:
+    """``openmm-adv train``: fit a committee to a dataset and save it as TorchScript."""
+
+    output: str
+    data: DataConfig = field(default_factory=DataConfig)
+    system: SystemConfig = field(default_factory=SystemConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingSection = field(default_factory=TrainingSection)
+    seed: int = 0
+    threads: Optional[int] = field(default=None, **_limits(ge=1))
+
+
+@dataclass
+class AttackRunConfig:
+    """``openmm-adv attack``: attack seeds drawn from ``seeds`` with ``committee`` and write the
+    selected candidates (extxyz, unlabelled) to ``output``."""
+
+    output: str
+    committee: str = "default"
+    seeds: DataConfig = field(default_factory=DataConfig)
+    n_seeds: int = field(default=16, **_limits(ge=1))
+    system: SystemConfig = field(default_factory=SystemConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    threads: Optional[int] = field(default=None, **_limits(ge=1))
