@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -16,6 +17,60 @@ def _demo(args) -> int:
         platform=args.platform, threads=args.threads, seed=args.seed, committee_path=args.committee,
         progress=not args.quiet,
     )
+    return 0
+
+
+def _load_config(cls, path):
+    from .config import load_yaml, parse_section
+
+    return parse_section(cls, load_yaml(path))
+
+
+def _label(args) -> int:
+    from .commands import run_label
+    from .config import LabelRunConfig
+
+    run_label(_load_config(LabelRunConfig, args.config), progress=not args.quiet)
+    return 0
+
+
+def _train(args) -> int:
+    from .commands import run_train
+    from .config import TrainRunConfig
+
+    run_train(_load_config(TrainRunConfig, args.config), progress=not args.quiet)
+    return 0
+
+
+def _attack(args) -> int:
+    from .commands import run_attack
+    from .config import AttackRunConfig
+
+    run_attack(_load_config(AttackRunConfig, args.config), progress=not args.quiet)
+    return 0
+
+
+def _loop(args) -> int:
+    from .commands import run_loop
+    from .config import LoopRunConfig
+
+    config = _load_config(LoopRunConfig, args.config)
+    run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
+    run_loop(config, run_dir, progress=not args.quiet)
+    return 0
+
+
+def _export(args) -> int:
+    from .commands import run_export
+
+    run_export(args.dataset, args.output, generation=args.generation)
+    return 0
+
+
+def _config(args) -> int:
+    from .commands import example_config
+
+    print(example_config(args.kind), end="")
     return 0
 
 
@@ -34,14 +89,41 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--committee", default=None, help="a committee .pt file (default: the shipped one)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
+
+    def with_config(name: str, help_text: str, func):
+        command = sub.add_parser(name, help=help_text,
+                                 description=f"{help_text}. Print an example config with 'openmm-adv config {name}'.")
+        command.add_argument("config", help="YAML config file")
+        command.add_argument("--quiet", action="store_true", help="no progress bars")
+        command.set_defaults(func=func)
+        return command
+
+    with_config("label", "label geometries with a ground-truth oracle and append them to a dataset", _label)
+    with_config("train", "train a committee on a dataset and save it as TorchScript", _train)
+    with_config("attack", "attack seed geometries with a committee and write the selected candidates", _attack)
+    loop = with_config("loop", "run (or resume) the active-learning loop", _loop)
+    loop.add_argument("--run-dir", default=None, help="run folder (default: runs/<config name>); rerun to resume")
+    export = sub.add_parser("export", help="convert a dataset between HDF5 (.h5) and extended XYZ (.extxyz)")
+    export.add_argument("dataset", help="dataset file (.h5 or .extxyz), or a loop run folder")
+    export.add_argument("--output", required=True, help="output file (.extxyz or .h5)")
+    export.add_argument("--generation", type=int, default=None, help="only records of this generation")
+    export.set_defaults(func=_export)
+    config = sub.add_parser("config", help="print an example YAML config with every key and its default")
+    config.add_argument("kind", choices=["label", "train", "attack", "loop"])
+    config.set_defaults(func=_config)
     return parser
 
 
 def main(argv=None) -> int:
+    from .loop import LoopBusyError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except KeyboardInterrupt:
+        print(f"openmm-adv {args.command}: interrupted; finished work is saved (rerun to resume)", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, LoopBusyError) as exc:
         print(f"openmm-adv {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from .models.committee import Committee, dataset_hash
 
-__all__ = ["TrainingConfig", "TrainingReport", "train_committee"]
+__all__ = ["CommitteeTrainer", "TrainingConfig", "TrainingReport", "train_committee"]
 
 
 @dataclass
@@ -159,3 +159,49 @@ def train_committee(committee: Committee, positions, energies, forces, config: T
         n_validation=int(n_val),
     )
     return report
+
+
+@dataclass
+class CommitteeTrainer:
+    """Builds a fresh committee and trains it on a :class:`~openmm_adv.data.Dataset`.
+
+    The active-learning loop retrains from scratch every generation, so no generation inherits
+    the previous committee's blind spots through its weights.
+
+    Parameters
+    ----------
+    architecture : {"schnet", "mlp"}
+        ``schnet`` for molecules; ``mlp`` for the one-particle 2D toys.
+    model_options : dict
+        Keyword arguments of :meth:`Committee.schnet` / :meth:`Committee.mlp` (``n_members``,
+        ``n_features``, ``n_rbf``, ``n_interactions``, ``cutoff``, ``hidden``, ``seed``).
+    config : TrainingConfig
+    progress : bool
+    """
+
+    architecture: str = "schnet"
+    model_options: dict = field(default_factory=dict)
+    config: TrainingConfig = field(default_factory=TrainingConfig)
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.architecture not in ("schnet", "mlp"):
+            raise ValueError(f"architecture must be 'schnet' or 'mlp', got {self.architecture!r}")
+
+    def new_committee(self, atomic_numbers, seed: int = 0) -> Committee:
+        """An untrained committee; ``seed`` is added to the model's initialisation seed."""
+        options = dict(self.model_options)
+        options["seed"] = int(options.get("seed", 0)) + int(seed)
+        if self.architecture == "mlp":
+            allowed = {"n_members", "hidden", "seed"}
+            return Committee.mlp(n_atoms=len(atomic_numbers), **{k: v for k, v in options.items() if k in allowed})
+        allowed = {"n_members", "n_features", "n_rbf", "n_interactions", "cutoff", "seed"}
+        return Committee.schnet(atomic_numbers, **{k: v for k, v in options.items() if k in allowed})
+
+    def train(self, dataset, seed: int = 0) -> tuple[Committee, TrainingReport]:
+        """Train a new committee on every record of ``dataset`` (its own validation split inside)."""
+        committee = self.new_committee(dataset.atomic_numbers, seed)
+        config = TrainingConfig(**{**asdict(self.config), "seed": self.config.seed + int(seed)})
+        report = train_committee(committee, dataset.positions, dataset.energies, dataset.forces, config,
+                                 progress=self.progress)
+        return committee, report

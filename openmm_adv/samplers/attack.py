@@ -31,7 +31,7 @@ from ..units import thermal_energy, to_nm
 from .candidates import Candidates
 from .integrators import attack_integrator, reset_attack_integrator
 
-__all__ = ["Attack", "AttackResult"]
+__all__ = ["Attack", "AttackResult", "AttackSampler"]
 
 
 @dataclass
@@ -291,3 +291,28 @@ class Attack:
                 max_step=self.max_step, max_displacement=self.max_displacement,
             ),
         )
+
+
+class AttackSampler:
+    """The attack as a loop sampler: a new :class:`Attack` per committee, same settings.
+
+    Parameters
+    ----------
+    **attack_options
+        Keyword arguments of :class:`Attack` except the committee.
+    """
+
+    name = "attack"
+
+    def __init__(self, **attack_options):
+        self.attack_options = dict(attack_options)
+
+    def sample(self, committee: Committee, seeds: np.ndarray, rng: np.random.Generator | None = None) -> Candidates:
+        """Attack every seed with ``committee``; returns the valid best iterates.
+
+        ``rng`` is accepted for the common sampler interface; the attack is deterministic.
+        """
+        result = Attack(committee, **self.attack_options).run(seeds)
+        candidates = result.candidates()
+        candidates.info["n_flagged"] = int((~result.valid).sum())
+        return candidates

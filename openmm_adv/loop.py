@@ -1,0 +1,500 @@
+"""The active-learning loop: train -> sample -> select -> label -> append, generation by generation.
+
+Every stage leaves one artifact in the run folder, written atomically (temporary file, fsync,
+rename), and a stage whose artifact exists is never run again. Labels are saved one structure
+at a time as the oracle returns them, and the append to the dataset carries an idempotency tag,
+so a run killed at any point resumes with no label lost and none computed twice::
+
+    run_dir/
+      loop.json             settings the run was started with (checked on resume)
+      dataset.h5            initial data + every generation's labels, with provenance
+      log.jsonl             one JSON record per finished generation
+      gen_001/committee.pt  the committee that sampled generation 1 (+ training.json)
+      gen_001/candidates.npz, selected.npz, labels/00000.npz ...
+      final/committee.pt    trained on everything (when ``final_training``)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, is_dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ._errors import first_line
+from .data import Dataset
+from .models.committee import Committee
+from .samplers.candidates import Candidates
+from .selection import Selector
+from .train import CommitteeTrainer
+
+__all__ = ["ActiveLearningLoop", "LoopBusyError", "LoopInterrupted", "read_log"]
+
+_FORMAT = "openmm-adv-loop/1"
+
+
+class LoopBusyError(RuntimeError):
+    """Another process is running a loop in the same run folder."""
+
+
+class LoopInterrupted(RuntimeError):
+    """Raised by a checkpoint hook to stop a run at a chosen point (tests, schedulers)."""
+
+
+class ActiveLearningLoop:
+    """Run generations of committee training, sampling, selection and labelling in ``run_dir``.
+
+    Parameters
+    ----------
+    system : MolecularSystem
+    oracle : openmm_adv.oracles.Oracle
+        Ground truth; must be picklable when ``label_workers > 1``.
+    samplers : sequence
+        Objects with a ``name`` and ``sample(committee, seeds, rng) -> Candidates``
+        (e.g. :class:`~openmm_adv.samplers.AttackSampler`).
+    selector : Selector
+    trainer : CommitteeTrainer
+    initial_data : Dataset
+        Labelled structures the first committee is trained on; copied into the run folder.
+    run_dir : path
+    n_generations : int
+    seeds_per_generation : int
+        Seed geometries drawn (without replacement) from the dataset each generation.
+    seed : int
+        Drives every random choice (seed draws, training splits, bootstraps, initialisations).
+    metric : str
+        Uncertainty metric the selector works with (candidates are re-scored with it).
+    initial_committee : Committee or path, optional
+        Use this committee for generation 1 instead of training one on ``initial_data``.
+    label_workers : int
+        Processes labelling in parallel (``1``: in this process).
+    final_training : bool
+        After the last generation, train a committee on the whole dataset (``final/``).
+    progress : bool
+    settings : dict, optional
+        A JSON description of the run (the CLI passes its config). Stored in ``loop.json``;
+        resuming with different settings is an error. ``n_generations`` may grow on resume.
+    """
+
+    def __init__(
+        self,
+        system,
+        oracle,
+        samplers: Sequence,
+        selector: Selector,
+        trainer: CommitteeTrainer,
+        initial_data: Dataset,
+        run_dir: str | Path,
+        n_generations: int = 3,
+        seeds_per_generation: int = 16,
+        seed: int = 0,
+        metric: str = "force_variance",
+        initial_committee: Committee | str | Path | None = None,
+        label_workers: int = 1,
+        final_training: bool = True,
+        progress: bool = True,
+        settings: dict | None = None,
+        echo: Callable[[str], None] | None = print,
+    ):
+        if n_generations < 1 or seeds_per_generation < 1 or label_workers < 1:
+            raise ValueError("n_generations, seeds_per_generation and label_workers must be >= 1")
+        if not samplers:
+            raise ValueError("give at least one sampler")
+        names = [s.name for s in samplers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sampler names must be unique, got {names}")
+        if not np.array_equal(np.asarray(initial_data.atomic_numbers), np.asarray(system.atomic_numbers)):
+            raise ValueError("initial_data holds a different molecule than the system (atomic numbers differ)")
+        if len(initial_data) < 4:
+            raise ValueError(f"initial_data has {len(initial_data)} structures; training needs at least 4")
+        self.system = system
+        self.oracle = oracle
+        self.samplers = list(samplers)
+        self.selector = selector
+        self.trainer = trainer
+        self.initial_data = initial_data
+        self.run_dir = Path(run_dir)
+        self.n_generations = int(n_generations)
+        self.seeds_per_generation = int(seeds_per_generation)
+        self.seed = int(seed)
+        self.metric = metric
+        self.initial_committee = initial_committee
+        self.label_workers = int(label_workers)
+        self.final_training = bool(final_training)
+        self.progress = progress
+        self.settings = settings if settings is not None else self._default_settings()
+        self.echo = echo or (lambda message: None)
+        self.oracle_calls_this_session = 0
+        # Called after every checkpoint with (event, generation); tests raise LoopInterrupted here.
+        self.checkpoint_hook: Callable[[str, int], None] | None = None
+
+    # ------------------------------------------------------------------ paths and bookkeeping
+    @property
+    def dataset_path(self) -> Path:
+        return self.run_dir / "dataset.h5"
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / "log.jsonl"
+
+    def generation_dir(self, generation: int) -> Path:
+        return self.run_dir / f"gen_{generation:03d}"
+
+    def _default_settings(self) -> dict:
+        def describe(obj):
+            if is_dataclass(obj):
+                return {k: describe(v) for k, v in asdict(obj).items()}
+            if hasattr(obj, "attack_options"):
+                return {"name": obj.name, **{k: describe(v) for k, v in obj.attack_options.items()}}
+            if isinstance(obj, (int, float, str, bool)) or obj is None:
+                return obj
+            if isinstance(obj, dict):
+                return {k: describe(v) for k, v in obj.items()}
+            if isinstance(obj, (list, tuple)):
+                return [describe(v) for v in obj]
+            return type(obj).__name__
+
+        selector = {k: v for k, v in asdict(self.selector).items() if k not in ("last_report", "geometry_check")}
+        return {
+            "system": self.system.name, "oracle": getattr(self.oracle, "name", type(self.oracle).__name__),
+            "samplers": [describe(s) for s in self.samplers], "selector": selector,
+            "trainer": {"architecture": self.trainer.architecture, "model": describe(self.trainer.model_options),
+                        "training": describe(self.trainer.config)},
+            "seeds_per_generation": self.seeds_per_generation, "seed": self.seed, "metric": self.metric,
+            "initial_committee": None if self.initial_committee is None else str(self.initial_committee),
+            "n_initial": len(self.initial_data), "final_training": self.final_training,
+        }
+
+    def _checkpoint(self, event: str, generation: int) -> None:
+        if self.checkpoint_hook is not None:
+            self.checkpoint_hook(event, generation)
+
+    def _prepare(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        manifest = self.run_dir / "loop.json"
+        settings = json.loads(json.dumps(self.settings, default=str))
+        if manifest.exists():
+            stored = json.loads(manifest.read_text())
+            if stored.get("format") != _FORMAT:
+                raise ValueError(f"{manifest} was not written by this version of openmm-adv")
+            if stored["settings"] != settings:
+                changed = sorted(k for k in set(stored["settings"]) | set(settings)
+                                 if stored["settings"].get(k) != settings.get(k))
+                raise ValueError(
+                    f"{self.run_dir} holds a run with different settings (changed: {', '.join(changed)}); "
+                    "resume with the original settings or start a new run folder"
+                )
+        else:
+            _atomic_write_text(manifest, json.dumps({"format": _FORMAT, "settings": settings}, indent=1) + "\n")
+        if "initial" not in (Dataset.file_tags(self.dataset_path) if self.dataset_path.exists() else []):
+            if self.dataset_path.exists():
+                raise ValueError(f"{self.dataset_path} exists but was not created by this loop; use a new run folder")
+            Dataset.append_to_file(self.dataset_path, self.initial_data, tag="initial")
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> list[dict]:
+        """Run (or resume) every generation; returns the log records."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / ".lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LoopBusyError(f"another openmm-adv loop is running in {self.run_dir}; wait for it or use another run folder") from None
+            self._prepare()
+            for generation in range(1, self.n_generations + 1):
+                self._generation(generation)
+            if self.final_training:
+                self._final()
+        return read_log(self.log_path)
+
+    def _generation(self, g: int) -> dict:
+        logged = {r.get("generation"): r for r in read_log(self.log_path)}
+        if g in logged:
+            return logged[g]
+        gdir = self.generation_dir(g)
+        (gdir / "labels").mkdir(parents=True, exist_ok=True)
+        if f"generation-{g}" not in Dataset.file_tags(self.dataset_path):
+            data = Dataset.load(self.dataset_path)
+            committee = self._train_stage(g, data, gdir)
+            candidates = self._sample_stage(g, committee, data, gdir)
+            selected = self._select_stage(g, candidates, data, gdir)
+            labels = self._label_stage(g, selected, gdir)
+            self._append_stage(g, selected, labels)
+        record = self._log_stage(g, gdir)
+        self._checkpoint("logged", g)
+        return record
+
+    # ------------------------------------------------------------------ stages
+    def _train_stage(self, g: int, data: Dataset, gdir: Path) -> Committee:
+        path, info_path = gdir / "committee.pt", gdir / "training.json"
+        if not (path.exists() and info_path.exists()):
+            start = time.perf_counter()
+            if g == 1 and self.initial_committee is not None:
+                source = self.initial_committee
+                committee = source if isinstance(source, Committee) else Committee.load(source, system=self.system)
+                committee.save(path)
+                info = {"source": "initial committee", "metrics": committee.metadata.get("metrics", {})}
+            else:
+                self.echo(f"generation {g}: training on {len(data)} structures")
+                committee, report = self.trainer.train(data, seed=self._stage_seed(g))
+                committee.save(path)
+                info = {"source": "trained", "metrics": report.summary(), "n_structures": len(data)}
+            info["seconds"] = time.perf_counter() - start
+            _atomic_write_text(info_path, json.dumps(info, indent=1) + "\n")
+            self._checkpoint("trained", g)
+        return Committee.load(path, system=self.system)
+
+    def _sample_stage(self, g: int, committee: Committee, data: Dataset, gdir: Path) -> dict:
+        path = gdir / "candidates.npz"
+        if path.exists():
+            return _load_npz(path)
+        start = time.perf_counter()
+        rng = np.random.default_rng([self.seed, g])
+        pick = np.sort(rng.choice(len(data), size=min(self.seeds_per_generation, len(data)), replace=False))
+        seeds = data.positions[pick]
+        parts, costs = [], {}
+        for k, sampler in enumerate(self.samplers):
+            self.echo(f"generation {g}: sampling with {sampler.name} from {len(seeds)} seeds")
+            found: Candidates = sampler.sample(committee, seeds, np.random.default_rng([self.seed, g, k]))
+            costs[sampler.name] = {
+                "candidates": len(found), "force_evaluations": int(found.n_force_evaluations),
+                "oracle_calls": int(found.oracle_calls), "seconds": float(found.wall_seconds),
+            }
+            parts.append((sampler.name, found))
+        positions = np.concatenate([c.positions for _, c in parts]) if parts else np.zeros((0, self.system.n_atoms, 3))
+        names = np.concatenate([np.full(len(c), name, dtype="S32") for name, c in parts])
+        seed_index = np.concatenate([np.where(c.seed_index >= 0, pick[np.clip(c.seed_index, 0, len(pick) - 1)], -1)
+                                     for _, c in parts]).astype(np.int64)
+        # Re-score every candidate with one metric so the selector compares like with like.
+        if len(positions):
+            energies, _, uncertainty = committee.evaluate_in_batches(positions, metric=self.metric)
+        else:
+            energies, uncertainty = np.zeros(0), np.zeros(0)
+        reference_uncertainty = committee.evaluate_in_batches(data.positions, metric=self.metric)[2]
+        meta = {"costs": costs, "seed_frames": pick.tolist(), "seconds": time.perf_counter() - start}
+        out = dict(positions=positions, energies=np.asarray(energies, float), uncertainty=np.asarray(uncertainty, float),
+                   sampler=names, seed_index=seed_index, reference_uncertainty=np.asarray(reference_uncertainty, float),
+                   meta=np.array(json.dumps(meta)))
+        _atomic_savez(path, out)
+        self._checkpoint("sampled", g)
+        return _load_npz(path)
+
+    def _select_stage(self, g: int, candidates: dict, data: Dataset, gdir: Path) -> dict:
+        path = gdir / "selected.npz"
+        if path.exists():
+            return _load_npz(path)
+        start = time.perf_counter()
+        pool = Candidates(
+            positions=candidates["positions"], energies=candidates["energies"], uncertainty=candidates["uncertainty"],
+            metric=self.metric, sampler="mixed", seed_index=candidates["seed_index"],
+            info={"sampler": candidates["sampler"]},
+        )
+        chosen = self.selector.select(pool, dataset_positions=data.positions,
+                                      reference_uncertainty=candidates["reference_uncertainty"],
+                                      reference_energies=data.energies)
+        report = dict(self.selector.last_report)
+        report["window"] = [float(v) for v in report.get("window", [])]
+        meta = {"report": report, "seconds": time.perf_counter() - start}
+        _atomic_savez(path, dict(positions=chosen.positions, energies=chosen.energies, uncertainty=chosen.uncertainty,
+                                 sampler=chosen.info["sampler"], seed_index=chosen.seed_index,
+                                 meta=np.array(json.dumps(meta))))
+        self._checkpoint("selected", g)
+        return _load_npz(path)
+
+    def _label_stage(self, g: int, selected: dict, gdir: Path) -> list[dict]:
+        positions = selected["positions"]
+        label_dir = gdir / "labels"
+        pending = [i for i in range(len(positions)) if not (label_dir / f"{i:05d}.npz").exists()]
+        if pending:
+            self.echo(f"generation {g}: labelling {len(pending)} of {len(positions)} structures with {self.oracle.name}")
+        bar = tqdm(total=len(pending), desc=f"labels gen {g}", disable=not self.progress, leave=False)
+
+        def save(i: int, labels, seconds: float) -> None:
+            _atomic_savez(label_dir / f"{i:05d}.npz", dict(
+                energy=np.asarray(labels.energies[0], float), forces=np.asarray(labels.forces[0], float),
+                ok=np.asarray(bool(labels.ok[0])), error=np.array(labels.errors[0] or ""),
+                seconds=np.asarray(seconds), oracle=np.array(labels.oracle),
+            ))
+            self.oracle_calls_this_session += 1
+            bar.update(1)
+            self._checkpoint("labelled", g)
+
+        if self.label_workers == 1 or len(pending) <= 1:
+            for i in pending:
+                start = time.perf_counter()
+                save(i, self.oracle.compute(positions[i][None]), time.perf_counter() - start)
+        else:
+            from .oracles.base import _init_worker
+
+            with ProcessPoolExecutor(self.label_workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                                     initargs=(getattr(self.oracle, "threads", 1),)) as pool:
+                futures = {pool.submit(_timed_compute, self.oracle, positions[i][None]): i for i in pending}
+                for future in as_completed(futures):
+                    i = futures[future]
+                    try:
+                        labels, seconds = future.result()
+                    except Exception as exc:  # a worker died or the oracle could not be sent to it
+                        from .oracles import Labels
+
+                        labels = Labels.failed(1, self.system.n_atoms, f"executor: {type(exc).__name__}: {first_line(exc)}",
+                                               getattr(self.oracle, "name", "oracle"))
+                        seconds = 0.0
+                    save(i, labels, seconds)
+        bar.close()
+        return [_load_npz(label_dir / f"{i:05d}.npz") for i in range(len(positions))]
+
+    def _append_stage(self, g: int, selected: dict, labels: list[dict]) -> None:
+        ok = np.array([bool(l["ok"]) for l in labels], dtype=bool)
+        records = Dataset(self.system.atomic_numbers)
+        if ok.any():
+            keep = np.flatnonzero(ok)
+            samplers = selected["sampler"][keep]
+            for name in np.unique(samplers):
+                rows = keep[samplers == name]
+                records.append(
+                    selected["positions"][rows], [float(labels[i]["energy"]) for i in rows],
+                    np.stack([labels[i]["forces"] for i in rows]), generation=g, sampler=name.decode(),
+                    seed_index=selected["seed_index"][rows], uncertainty=selected["uncertainty"][rows],
+                    oracle=str(labels[rows[0]]["oracle"]),
+                )
+        Dataset.append_to_file(self.dataset_path, records, tag=f"generation-{g}")
+        self._checkpoint("appended", g)
+
+    def _log_stage(self, g: int, gdir: Path) -> dict:
+        training = json.loads((gdir / "training.json").read_text())
+        candidates = _load_npz(gdir / "candidates.npz")
+        selected = _load_npz(gdir / "selected.npz")
+        labels = [_load_npz(p) for p in sorted((gdir / "labels").glob("*.npz"))]
+        cmeta, smeta = json.loads(str(candidates["meta"])), json.loads(str(selected["meta"]))
+        ok = np.array([bool(l["ok"]) for l in labels], dtype=bool)
+        ref_e = np.array([float(l["energy"]) for l in labels])
+        nn_error = np.abs(selected["energies"][ok] - ref_e[ok]) if ok.any() else np.zeros(0)
+        data = Dataset.load(self.dataset_path)
+        ref_u, cand_u, sel_u = candidates["reference_uncertainty"], candidates["uncertainty"], selected["uncertainty"]
+        record = {
+            "generation": g,
+            "dataset_size": len(data),
+            "new_structures": int((data.provenance["generation"] == g).sum()),
+            "oracle_calls": len(labels),
+            "oracle_failures": int((~ok).sum()),
+            "failures": [{"index": i, "reason": str(l["error"])} for i, l in enumerate(labels) if not bool(l["ok"])][:20],
+            "stage_seconds": {
+                "train": training["seconds"], "sample": cmeta["seconds"], "select": smeta["seconds"],
+                "label": float(sum(float(l["seconds"]) for l in labels)),
+            },
+            "validation": training["metrics"],
+            "committee": training["source"],
+            "samplers": cmeta["costs"],
+            "selection": smeta["report"],
+            "uncertainty": {
+                "metric": self.metric,
+                "training_median": _stat(np.median, ref_u), "training_p80": _stat(lambda u: np.percentile(u, 80), ref_u),
+                "candidates_median": _stat(np.median, cand_u), "candidates_max": _stat(np.max, cand_u),
+                "selected_median": _stat(np.median, sel_u),
+            },
+            "committee_energy_error_on_new": {
+                "mae_kj_mol": _stat(np.mean, nn_error), "max_kj_mol": _stat(np.max, nn_error),
+            },
+        }
+        _append_log(self.log_path, record)
+        self.echo(
+            f"generation {g}: {record['new_structures']} new labels ({record['oracle_failures']} oracle failures), "
+            f"dataset {record['dataset_size']}, committee |E err| on them {record['committee_energy_error_on_new']['mae_kj_mol']} kJ/mol"
+        )
+        return record
+
+    def _final(self) -> dict:
+        logged = {r.get("generation"): r for r in read_log(self.log_path)}
+        if logged.get("final", {}).get("after_generation") == self.n_generations:
+            return logged["final"]
+        fdir = self.run_dir / "final"
+        fdir.mkdir(exist_ok=True)
+        path, info_path = fdir / "committee.pt", fdir / "training.json"
+        info = json.loads(info_path.read_text()) if info_path.exists() and path.exists() else {}
+        # A run extended by more generations retrains its final committee on the larger dataset.
+        if info.get("after_generation") != self.n_generations:
+            data = Dataset.load(self.dataset_path)
+            self.echo(f"final training on {len(data)} structures")
+            start = time.perf_counter()
+            committee, report = self.trainer.train(data, seed=self._stage_seed(self.n_generations + 1))
+            committee.save(path)
+            info = {"source": "trained", "metrics": report.summary(), "n_structures": len(data),
+                    "after_generation": self.n_generations, "seconds": time.perf_counter() - start}
+            _atomic_write_text(info_path, json.dumps(info, indent=1) + "\n")
+            self._checkpoint("trained", self.n_generations + 1)
+        record = {"generation": "final", "after_generation": self.n_generations, "dataset_size": info["n_structures"],
+                  "validation": info["metrics"], "stage_seconds": {"train": info["seconds"]},
+                  "committee_path": str(path)}
+        _append_log(self.log_path, record)
+        self._checkpoint("logged", self.n_generations + 1)
+        return record
+
+    def _stage_seed(self, generation: int) -> int:
+        return 1000 * self.seed + generation
+
+
+# ---------------------------------------------------------------------------- helpers
+def _timed_compute(oracle, positions):
+    start = time.perf_counter()
+    labels = oracle.compute(positions)
+    return labels, time.perf_counter() - start
+
+
+def _stat(function, values) -> float | None:
+    values = np.asarray(values, dtype=float)
+    return float(function(values)) if values.size else None
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_savez(path: Path, arrays: dict) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(buffer.getvalue())
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _load_npz(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """The records of a loop's ``log.jsonl`` (a torn last line from a kill is ignored)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def _append_log(path: Path, record: dict) -> None:
+    # Rewrite through a temporary file: drops a torn line a kill may have left and is atomic.
+    records = [r for r in read_log(path) if r.get("generation") != record["generation"]] + [record]
+    _atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
