@@ -406,9 +406,11 @@ class ActiveLearningLoop:
             },
         }
         _append_log(self.log_path, record)
+        error = record["committee_energy_error_on_new"]["mae_kj_mol"]
         self.echo(
             f"generation {g}: {record['new_structures']} new labels ({record['oracle_failures']} oracle failures), "
-            f"dataset {record['dataset_size']}, committee |E err| on them {record['committee_energy_error_on_new']['mae_kj_mol']} kJ/mol"
+            f"dataset {record['dataset_size']}"
+            + (f", committee energy MAE on them {error:.1f} kJ/mol" if error is not None else "")
         )
         return record
 
