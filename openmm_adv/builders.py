@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import AttackConfig, ConfigError, DataConfig, ModelConfig, OracleConfig, SelectionConfig, TrainingSection
+from .config import SAMPLER_CONFIGS, AttackConfig, ConfigError, DataConfig, ModelConfig, OracleConfig, SelectionConfig, TrainingSection
 from .data import Dataset
 from .geometry import GeometryCheck
 from .resources import default_committee_path, default_dataset_path
@@ -19,7 +19,9 @@ __all__ = [
     "build_system",
     "load_data",
     "build_oracle",
+    "toy_initial_data",
     "build_trainer",
+    "build_sampler",
     "build_samplers",
     "build_selector",
     "committee_path",
@@ -33,6 +35,8 @@ def build_system(config):
 def load_data(config: DataConfig, system=None, where: str = "data") -> Dataset:
     """Load a dataset (``default`` = the shipped alanine dipeptide frames), optionally a subset."""
     if config.path == "default":
+        if system is not None and system.name in ("double_well", "mueller_brown"):
+            return toy_initial_data(system, config.max_frames or 20, config.seed)
         if system is not None and system.name != "alanine_dipeptide":
             raise ConfigError(f"{where}.path: the shipped default data are alanine dipeptide; give a dataset for {system.name}")
         path = default_dataset_path()
@@ -49,6 +53,18 @@ def load_data(config: DataConfig, system=None, where: str = "data") -> Dataset:
     if config.max_frames is not None and config.max_frames < len(data):
         pick = np.sort(np.random.default_rng(config.seed).choice(len(data), config.max_frames, replace=False))
         data = data.subset(pick)
+    return data
+
+
+def toy_initial_data(system, n: int, seed: int = 0, spread: float = 0.15) -> Dataset:
+    """``n`` exactly labelled points of a 2D toy, Gaussian (``spread`` nm) around its start
+    minimum: the double well's left basin, as in the original tutorial."""
+    rng = np.random.default_rng(seed)
+    xy = system.positions[0, :2] + spread * rng.normal(size=(n, 2))
+    x = np.concatenate([xy, np.zeros((n, 1))], 1)[:, None, :]
+    energies, forces = system.reference_energies_forces(x)
+    data = Dataset(system.atomic_numbers)
+    data.append(x, energies, forces, generation=0, sampler="initial", oracle="analytic")
     return data
 
 
@@ -74,16 +90,32 @@ def attack_options(config: AttackConfig, system, progress: bool) -> dict:
     return options
 
 
-def build_samplers(samplers: dict, system, progress: bool = True) -> list:
-    from .samplers import AttackSampler
+def build_sampler(kind: str, options, system, progress: bool = True):
+    """The sampler of ``kind`` configured by its section (see :data:`openmm_adv.config.SAMPLER_CONFIGS`)."""
+    from . import samplers
 
-    built = []
-    for name, section in samplers.items():
-        if name == "attack":
-            built.append(AttackSampler(**attack_options(section, system, progress)))
-        else:  # guarded by config validation; kept for API callers
-            raise ConfigError(f"samplers.{name}: unknown sampler")
-    return built
+    settings = asdict(options)
+    common = dict(geometry_check=system, progress=progress)
+    if kind == "attack":
+        return samplers.AttackSampler(**attack_options(options, system, progress))
+    if kind == "committee_md":
+        return samplers.CommitteeMDSampler(system=system, **settings, **common)
+    if kind == "metadynamics":
+        return samplers.MetadynamicsSampler(system, **{**settings, "cvs": tuple(settings["cvs"])}, **common)
+    if kind == "uncertainty_metadynamics":
+        return samplers.UncertaintyMetadynamicsSampler(system=system, **settings, **common)
+    if kind == "udd":
+        return samplers.UDDSampler(system=system, **settings, **common)
+    if kind == "random_displacement":
+        return samplers.RandomDisplacementSampler(**settings, **common)
+    if kind == "reference_md":
+        return samplers.ReferenceMDSampler(system, **settings, **common)
+    raise ConfigError(f"unknown sampler kind {kind!r}; use one of {', '.join(SAMPLER_CONFIGS)}")
+
+
+def build_samplers(samplers: dict, system, progress: bool = True) -> list:
+    """Samplers of a loop config: ``{kind: section}``."""
+    return [build_sampler(kind, section, system, progress) for kind, section in samplers.items()]
 
 
 def build_selector(config: SelectionConfig, system) -> Selector:

@@ -67,6 +67,22 @@ def _export(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    from .compare import load_protocol, run_protocol
+
+    path = Path(args.protocol)
+    if not path.is_file():
+        candidate = Path("protocols") / args.protocol / "protocol.yaml"
+        if not candidate.is_file():
+            raise FileNotFoundError(f"no protocol file {path} and no {candidate}")
+        path = candidate
+    overrides = {k: v for k, v in (("repeats", args.repeats), ("generations", args.generations)) if v is not None}
+    protocol = load_protocol(path, overrides)
+    output = args.output or str(Path("compare_output") / protocol.name)
+    run_protocol(protocol, output, progress=not args.quiet)
+    return 0
+
+
 def _config(args) -> int:
     from .commands import example_config
 
@@ -108,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", required=True, help="output file (.extxyz or .h5)")
     export.add_argument("--generation", type=int, default=None, help="only records of this generation")
     export.set_defaults(func=_export)
+    compare = sub.add_parser("compare", help="run a sampler comparison protocol and write its report",
+                             description="Run (or resume) every sampler x repeat loop of a protocol and write "
+                                         "REPORT.md, figures and metrics to the output folder.")
+    compare.add_argument("protocol", help="protocol YAML, or a name under protocols/ (ala2_compare, double_well)")
+    compare.add_argument("--output", default=None, help="report folder (default: compare_output/<name>); rerun to resume")
+    compare.add_argument("--repeats", type=int, default=None, help="override the protocol's number of repeats")
+    compare.add_argument("--generations", type=int, default=None, help="override the protocol's generations")
+    compare.add_argument("--quiet", action="store_true", help="no progress bars")
+    compare.set_defaults(func=_compare)
     config = sub.add_parser("config", help="print an example YAML config with every key and its default")
     config.add_argument("kind", choices=["label", "train", "attack", "loop"])
     config.set_defaults(func=_config)

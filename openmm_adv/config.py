@@ -256,11 +256,97 @@ class AttackConfig:
     use_cuda_graphs: bool = False
 
 
+_METRICS = ("force_variance", "max_force_deviation", "energy_std")
+
+
+@dataclass
+class _DynamicsConfig:
+    temperature: float = field(default=300.0, **_limits(gt=0.0))
+    timestep: float = field(default=0.0005, **_limits(gt=0.0))
+    n_steps: int = field(default=2000, **_limits(ge=1))
+    report_interval: int = field(default=50, **_limits(ge=1))
+    friction: float = field(default=1.0, **_limits(gt=0.0))
+    metric: str = field(default="force_variance", **_limits(choices=_METRICS))
+    platform: str = field(default="CPU", **_limits(choices=("Reference", "CPU", "CUDA")))
+
+
+@dataclass
+class CommitteeMDConfig(_DynamicsConfig):
+    """Langevin MD on the committee mean (K, ps); frames kept DP-GEN style when their ``metric``
+    (default: max atomic force deviation, kJ/mol/nm) is in ``[lower, upper)``."""
+
+    metric: str = field(default="max_force_deviation", **_limits(choices=_METRICS))
+    lower: Optional[float] = None
+    upper: Optional[float] = None
+    use_cuda_graphs: bool = False
+
+
+@dataclass
+class MetadynamicsConfig(_DynamicsConfig):
+    """Well-tempered metadynamics on the committee mean, biasing ``cvs`` (default phi, psi);
+    ``width`` rad, ``height`` kJ/mol, deposit every ``frequency`` steps."""
+
+    cvs: list[str] = field(default_factory=lambda: ["phi", "psi"])
+    width: float = field(default=0.35, **_limits(gt=0.0))
+    height: float = field(default=1.2, **_limits(gt=0.0))
+    bias_factor: float = field(default=6.0, **_limits(gt=1.0))
+    frequency: int = field(default=500, **_limits(ge=1))
+    n_steps: int = field(default=5000, **_limits(ge=1))
+    report_interval: int = field(default=100, **_limits(ge=1))
+    n_walkers: Optional[int] = field(default=None, **_limits(ge=1))
+
+
+@dataclass
+class UncertaintyMetadynamicsConfig(_DynamicsConfig):
+    """Well-tempered metadynamics with the committee uncertainty (``cv_metric``, log-scaled
+    when ``log_cv``) as the collective variable."""
+
+    cv_metric: str = field(default="force_variance", **_limits(choices=_METRICS))
+    log_cv: bool = True
+    width: Optional[float] = field(default=None, **_limits(gt=0.0))
+    height: float = field(default=1.2, **_limits(gt=0.0))
+    bias_factor: float = field(default=6.0, **_limits(gt=1.0))
+    frequency: int = field(default=500, **_limits(ge=1))
+    n_steps: int = field(default=5000, **_limits(ge=1))
+    report_interval: int = field(default=100, **_limits(ge=1))
+    n_walkers: Optional[int] = field(default=None, **_limits(ge=1))
+
+
+@dataclass
+class UDDConfig(_DynamicsConfig):
+    """Uncertainty-driven dynamics: MD on the committee mean plus ``A [exp(-var/(N B^2)) - 1]``
+    (kJ/mol); ``B`` None picks it from the seeds' energy spread times ``B_auto_factor``."""
+
+    A: float = field(default=10.0, **_limits(gt=0.0))
+    B: Optional[float] = field(default=None, **_limits(gt=0.0))
+    B_auto_factor: float = field(default=3.0, **_limits(gt=0.0))
+    lower: Optional[float] = None
+    upper: Optional[float] = None
+
+
+@dataclass
+class RandomDisplacementConfig:
+    """Dataset geometries displaced by Gaussian noise of ``sigma`` nm per coordinate."""
+
+    sigma: float = field(default=0.01, **_limits(gt=0.0))
+    n_per_seed: int = field(default=10, **_limits(ge=1))
+    metric: str = field(default="force_variance", **_limits(choices=_METRICS))
+
+
+@dataclass
+class ReferenceMDConfig(_DynamicsConfig):
+    """Langevin MD with the reference potential: the classic data collection."""
+
+    report_interval: int = field(default=100, **_limits(ge=1))
+    equilibration: int = field(default=0, **_limits(ge=0))
+
+
 @dataclass
 class SelectionConfig:
     """Which candidates get labelled (see :class:`openmm_adv.selection.Selector`). Windows are
     in the uncertainty metric's units or percentiles of the training set's uncertainties;
-    ``energy_cap`` in kJ/mol above the lowest dataset energy; ``min_rmsd`` in nm."""
+    ``energy_cap`` in kJ/mol above the lowest dataset energy; ``min_rmsd`` in nm; ``rank_by``
+    ``spread`` caps by even spacing instead of by uncertainty (baselines)."""
 
     lower: Optional[float] = None
     upper: Optional[float] = None
@@ -269,6 +355,7 @@ class SelectionConfig:
     min_rmsd: float = field(default=0.01, **_limits(ge=0.0))
     max_selected: Optional[int] = field(default=16, **_limits(ge=0))
     energy_cap: Optional[float] = field(default=None, **_limits(gt=0.0))
+    rank_by: str = field(default="uncertainty", **_limits(choices=("uncertainty", "spread")))
     physical_filter: bool = True
 
     def check(self, where: str) -> None:
@@ -301,19 +388,32 @@ class LoopRunConfig:
     oracle: OracleConfig = field(default_factory=OracleConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingSection = field(default_factory=TrainingSection)
-    samplers: dict[str, AttackConfig] = field(default_factory=lambda: {"attack": AttackConfig()})
+    samplers: dict = field(default_factory=lambda: {"attack": AttackConfig()})
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
 
     def check(self, where: str) -> None:
         if not self.samplers:
             raise ConfigError(f"{_join(where, 'samplers')}: give at least one sampler (e.g. attack: {{}})")
-        for name in self.samplers:
-            if name not in SAMPLER_KINDS:
+        parsed = {}
+        for name, options in self.samplers.items():
+            if name not in SAMPLER_CONFIGS:
                 raise ConfigError(f"{_join(where, 'samplers')}.{name}: unknown sampler; use one of {', '.join(SAMPLER_KINDS)}")
+            section = SAMPLER_CONFIGS[name]
+            parsed[name] = options if isinstance(options, section) else parse_section(section, options, f"{_join(where, 'samplers')}.{name}")
+        self.samplers = parsed
 
 
-SAMPLER_KINDS = ("attack",)
+SAMPLER_CONFIGS = {
+    "attack": AttackConfig,
+    "committee_md": CommitteeMDConfig,
+    "metadynamics": MetadynamicsConfig,
+    "uncertainty_metadynamics": UncertaintyMetadynamicsConfig,
+    "udd": UDDConfig,
+    "random_displacement": RandomDisplacementConfig,
+    "reference_md": ReferenceMDConfig,
+}
+SAMPLER_KINDS = tuple(SAMPLER_CONFIGS)
 
 
 @dataclass

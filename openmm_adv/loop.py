@@ -153,8 +153,9 @@ class ActiveLearningLoop:
         def describe(obj):
             if is_dataclass(obj):
                 return {k: describe(v) for k, v in asdict(obj).items()}
-            if hasattr(obj, "attack_options"):
-                return {"name": obj.name, **{k: describe(v) for k, v in obj.attack_options.items()}}
+            options = getattr(obj, "attack_options", None) or getattr(obj, "options", None)
+            if isinstance(options, dict) and hasattr(obj, "name"):
+                return {"name": obj.name, **{k: describe(v) for k, v in options.items()}}
             if isinstance(obj, (int, float, str, bool)) or obj is None:
                 return obj
             if isinstance(obj, dict):

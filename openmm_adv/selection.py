@@ -71,7 +71,9 @@ class Selector:
        potentials are not rotation invariant) as they are.
     5. single-linkage clustering at ``min_rmsd``: one representative per cluster, the most
        uncertain.
-    6. ``max_selected``: the most uncertain survivors.
+    6. ``max_selected``: the most uncertain survivors (``rank_by="uncertainty"``), or survivors
+       evenly spaced in the sampler's order (``rank_by="spread"``: the classic way of keeping
+       MD frames, for baselines that should not use the committee's uncertainty).
     """
 
     lower: float | None = None
@@ -82,6 +84,7 @@ class Selector:
     align: bool | None = None
     max_selected: int | None = 20
     energy_cap: float | None = None
+    rank_by: str = "uncertainty"
     geometry_check: GeometryCheck | None = None
     last_report: dict = field(default_factory=dict, repr=False)
 
@@ -90,6 +93,8 @@ class Selector:
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 100:
                 raise ValueError(f"{name} must be a percentile in [0, 100], got {value}")
+        if self.rank_by not in ("uncertainty", "spread"):
+            raise ValueError(f"rank_by must be 'uncertainty' or 'spread', got {self.rank_by!r}")
         if self.min_rmsd < 0:
             raise ValueError(f"min_rmsd must be >= 0 nm, got {self.min_rmsd}")
         if self.max_selected is not None and self.max_selected < 0:
@@ -145,10 +150,14 @@ class Selector:
                 members = np.flatnonzero(labels == label)
                 representative[members[np.argmax(u[keep][members])]] = True
             drop(representative, "same_cluster")
-        keep = keep[np.argsort(-u[keep], kind="stable")]
+        if self.rank_by == "uncertainty":
+            keep = keep[np.argsort(-u[keep], kind="stable")]
         if self.max_selected is not None and len(keep) > self.max_selected:
             report["over_cap"] = int(len(keep) - self.max_selected)
-            keep = keep[: self.max_selected]
+            if self.rank_by == "uncertainty":
+                keep = keep[: self.max_selected]
+            else:  # evenly spaced in the sampler's own order, as classic MD data collection keeps frames
+                keep = keep[np.unique(np.linspace(0, len(keep) - 1, self.max_selected).round().astype(int))]
         report["selected"] = int(len(keep))
         report["window"] = [lo, hi]
         self.last_report = report

@@ -1,0 +1,205 @@
+"""REPORT.md, CSV/JSON and figures of a comparison."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..data import Dataset  # noqa: E402
+
+__all__ = ["write_report", "spread"]
+
+
+def spread(values) -> tuple[float, float, float]:
+    """Median and interquartile range (25th, 75th percentiles), ignoring missing values."""
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    if v.size == 0:
+        return (float("nan"),) * 3
+    return float(np.median(v)), float(np.percentile(v, 25)), float(np.percentile(v, 75))
+
+
+def _fmt(values, digits: int = 1) -> str:
+    median, q1, q3 = spread(values)
+    if np.isnan(median):
+        return "n/a"
+    if q1 == q3:
+        return f"{median:.{digits}f}"
+    return f"{median:.{digits}f} [{q1:.{digits}f}, {q3:.{digits}f}]"
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    keys = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _series(rows, sampler, key, x_key):
+    """Per-generation median and IQR over repeats of ``key``, against the median of ``x_key``."""
+    generations = sorted({r["generation"] for r in rows if r["sampler"] == sampler})
+    x, med, lo, hi = [], [], [], []
+    for g in generations:
+        sel = [r for r in rows if r["sampler"] == sampler and r["generation"] == g]
+        m, a, b = spread([r.get(key) for r in sel])
+        x.append(spread([r.get(x_key) for r in sel])[0])
+        med.append(m), lo.append(a), hi.append(b)
+    return np.array(x), np.array(med), np.array(lo), np.array(hi)
+
+
+def _line_plot(path: Path, rows, samplers, key, ylabel, x_key="oracle_calls", xlabel="oracle calls beyond the initial data",
+               title=None, log=False) -> Path:
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name in samplers:
+        x, med, lo, hi = _series(rows, name, key, x_key)
+        if np.all(np.isnan(med)):
+            continue
+        line, = ax.plot(x, med, marker="o", ms=3, label=name)
+        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if log:
+        ax.set_yscale("log")
+    ax.set_title(title or f"{ylabel} (median, interquartile band over repeats)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def _ramachandran_grid(path: Path, protocol, points: dict) -> Path:
+    from ..reference_data import load_reference_fes
+    from ..systems import alanine_dipeptide
+
+    system = alanine_dipeptide()
+    fes = load_reference_fes()
+    samplers = list(protocol.samplers)
+    cols = min(4, len(samplers))
+    rows = int(np.ceil(len(samplers) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.1 * rows), squeeze=False)
+    centres_phi = 0.5 * (fes.phi_edges[1:] + fes.phi_edges[:-1])
+    centres_psi = 0.5 * (fes.psi_edges[1:] + fes.psi_edges[:-1])
+    for ax, name in zip(axes.flat, samplers):
+        ax.contourf(centres_phi, centres_psi, np.clip(fes.free_energy.T, 0, 50), levels=np.arange(0, 52.5, 5),
+                    cmap="Greys_r", alpha=0.8)
+        data = Dataset.load(points[(name, 0)])
+        cvs = system.compute_cvs(data.positions)
+        generation = data.provenance["generation"]
+        initial = generation == 0
+        ax.scatter(np.degrees(cvs["phi"][initial]), np.degrees(cvs["psi"][initial]), s=3, c="tab:blue", label="initial")
+        sc = ax.scatter(np.degrees(cvs["phi"][~initial]), np.degrees(cvs["psi"][~initial]), s=6,
+                        c=generation[~initial], cmap="autumn", label="labelled")
+        ax.set_title(f"{name} (repeat 0)", fontsize=9)
+        ax.set_xlim(-180, 180), ax.set_ylim(-180, 180)
+        ax.set_xlabel("phi (deg)", fontsize=8), ax.set_ylabel("psi (deg)", fontsize=8)
+    for ax in list(axes.flat)[len(samplers):]:
+        ax.axis("off")
+    fig.suptitle("Labelled points over the reference free-energy surface (grey: 0-50 kJ/mol; colour: generation)",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _double_well_figure(path: Path, rows, samplers) -> Path:
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    for key, ax, label in (("energy_rmse", axes[0], "energy RMSE on the grid (kJ/mol)"),
+                           ("new_labels", axes[1], "sampled points (cumulative)"),
+                           ("sampled_energy_median", axes[2], "energy of sampled points (kJ/mol)")):
+        for name in samplers:
+            x, med, lo, hi = _series(rows, name, key, "generation")
+            line, = ax.plot(x, med, marker="o", ms=3, label=name)
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
+        ax.set_xlabel("generation")
+        ax.set_ylabel(label)
+        if key == "energy_rmse":
+            ax.set_yscale("log")
+    axes[0].legend()
+    fig.suptitle("Double well: median and interquartile range over independent loops", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def write_report(protocol, out: Path, rows: list[dict], points: dict, wall_seconds: float) -> dict:
+    """Write ``metrics.csv``, ``metrics.json``, the figures and ``REPORT.md`` into ``out``."""
+    samplers = list(protocol.samplers)
+    _write_csv(out / "metrics.csv", rows)
+    (out / "metrics.json").write_text(json.dumps(rows, indent=1) + "\n")
+    final = {name: [r for r in rows if r["sampler"] == name and r["generation"] == protocol.generations]
+             for name in samplers}
+    is_ala2 = protocol.system.name == "alanine_dipeptide"
+    lines = [f"# {protocol.name}", "", protocol.description.strip(), "",
+             f"{len(samplers)} samplers x {protocol.repeats} repeats, {protocol.generations} generations, "
+             f"{protocol.seeds} seeds per generation, at most {protocol.selection.max_selected} oracle calls per "
+             f"generation; initial data: {protocol.initial_data.path} ({protocol.initial_data.max_frames or 'all'} "
+             f"frames); oracle: {protocol.oracle.kind}. Wall time of this run (including resumed work already "
+             f"done): {wall_seconds / 60:.1f} min.", "",
+             "Values are median [25th, 75th percentile] over repeats, for the committee trained on all data "
+             f"after generation {protocol.generations}.", ""]
+    figures = []
+    if is_ala2:
+        figures.append(_line_plot(out / "force_rmse_vs_oracle_calls.png", rows, samplers, "force_rmse",
+                                  "test force RMSE (kJ/mol/nm)"))
+        figures.append(_line_plot(out / "coverage_vs_oracle_calls.png", rows, samplers, "coverage",
+                                  f"coverage (bins below {protocol.metrics.fes_cutoff:g} kJ/mol)"))
+        figures.append(_ramachandran_grid(out / "ramachandran.png", protocol, points))
+        header = ("| sampler | oracle calls | force RMSE | force MAE | energy MAE | coverage | basins found | "
+                  "NN force evals | sample s | train s | NN-MD stable |")
+        lines += [header, "|" + "---|" * (header.count("|") - 1)]
+        for name in samplers:
+            f = final[name]
+            lines.append(
+                f"| {name} | {_fmt([r['oracle_calls'] for r in f], 0)} | {_fmt([r['force_rmse'] for r in f])} | "
+                f"{_fmt([r['force_mae'] for r in f])} | {_fmt([r['energy_mae'] for r in f])} | "
+                f"{_fmt([r['coverage'] for r in f], 3)} | {_fmt([r['basins_found'] for r in f], 0)} | "
+                f"{_fmt([r['force_evaluations'] for r in f], 0)} | {_fmt([r['seconds_sample'] for r in f], 0)} | "
+                f"{_fmt([r['seconds_train'] for r in f], 0)} | {_fmt([r.get('stable_fraction') for r in f], 2)} |"
+            )
+        basin_keys = sorted({k for r in rows for k in r if k.startswith("force_rmse_")})
+        if basin_keys:
+            lines += ["", "Test force RMSE per basin (kJ/mol/nm):", "",
+                      "| sampler | " + " | ".join(k.removeprefix("force_rmse_") for k in basin_keys) + " |",
+                      "|---|" + "---|" * len(basin_keys)]
+            for name in samplers:
+                lines.append(f"| {name} | " + " | ".join(_fmt([r.get(k) for r in final[name]]) for k in basin_keys) + " |")
+        label_keys = sorted({k for r in rows for k in r if k.startswith("labels_")})
+        if label_keys:
+            lines += ["", "Labelled structures per basin (initial data included):", "",
+                      "| sampler | " + " | ".join(k.removeprefix("labels_") for k in label_keys) + " |",
+                      "|---|" + "---|" * len(label_keys)]
+            for name in samplers:
+                lines.append(f"| {name} | " + " | ".join(_fmt([r.get(k) for r in final[name]], 0) for k in label_keys) + " |")
+        initial = [r for r in rows if r["generation"] == 0]
+        lines += ["", f"Before any sampling (generation 0, shared by all samplers): force RMSE "
+                      f"{_fmt([r['force_rmse'] for r in initial])}, coverage {_fmt([r['coverage'] for r in initial], 3)}."]
+    else:
+        figures.append(_double_well_figure(out / "double_well.png", rows, samplers))
+        figures.append(_line_plot(out / "energy_rmse_vs_oracle_calls.png", rows, samplers, "energy_rmse",
+                                  "grid energy RMSE (kJ/mol)", log=True))
+        lines += ["| sampler | final energy RMSE (kJ/mol) | final force RMSE | sampled points | energy of sampled points (kJ/mol) |",
+                  "|---|---|---|---|---|"]
+        for name in samplers:
+            f = final[name]
+            lines.append(f"| {name} | {_fmt([r['energy_rmse'] for r in f], 3)} | {_fmt([r['force_rmse'] for r in f], 2)} | "
+                         f"{_fmt([r['new_labels'] for r in f], 0)} | {_fmt([r.get('sampled_energy_median') for r in f], 2)} |")
+        if {"attack", "random"} <= set(samplers):
+            ratio = spread([r["energy_rmse"] for r in final["random"]])[0] / spread([r["energy_rmse"] for r in final["attack"]])[0]
+            lines += ["", f"Median final energy RMSE, random / attack: {ratio:.2f} (the tutorial reports about 3)."]
+    lines += ["", "Figures: " + ", ".join(f"`{p.name}`" for p in figures) + ". Raw numbers: `metrics.csv`, `metrics.json`; "
+              "settings: `protocol.json`; every loop's folder (log, dataset, committees) under `runs/`."]
+    (out / "REPORT.md").write_text("\n".join(lines) + "\n")
+    return {"rows": rows, "figures": [str(p) for p in figures], "protocol": asdict(protocol)}

@@ -1,0 +1,97 @@
+"""CI-sized versions of the comparison protocols, run end to end through the CLI."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from openmm_adv.analysis import coverage, ramachandran_bins
+from openmm_adv.cli import main
+from openmm_adv.compare import load_protocol
+from openmm_adv.config import ConfigError
+
+PROTOCOLS = Path(__file__).resolve().parents[1] / "protocols"
+
+
+def _small(name: str, tmp_path: Path, **changes) -> Path:
+    data = yaml.safe_load((PROTOCOLS / name / "protocol.yaml").read_text())
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict) and key != "samplers":
+            data[key].update(value)
+        else:
+            data[key] = value
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("name", ["ala2_compare", "double_well"])
+def test_shipped_protocols_validate(name):
+    protocol = load_protocol(PROTOCOLS / name / "protocol.yaml")
+    assert protocol.repeats >= 3 and protocol.generations >= 5
+    assert (PROTOCOLS / name / "README.md").exists()
+
+
+def test_protocol_errors_name_the_key(tmp_path):
+    path = _small("double_well", tmp_path, samplers={"attack": {"kind": "attack", "options": {"kT": 0}}})
+    with pytest.raises(ConfigError, match=r"samplers\.attack\.options\.kT: must be greater than 0"):
+        load_protocol(path)
+    path = _small("double_well", tmp_path, samplers={"x": {"kind": "dft"}})
+    with pytest.raises(ConfigError, match=r"samplers\.x\.kind: unknown sampler 'dft'"):
+        load_protocol(path)
+
+
+def test_coverage_counts_only_accessible_bins():
+    accessible = np.zeros((36, 36), dtype=bool)
+    accessible[10:12, 20] = True  # two bins: phi in [-80, -60), psi [20, 30)
+    assert coverage([-75.0], [25.0], accessible) == 0.5
+    assert coverage([-75.0, -65.0, 100.0], [25.0, 25.0, 100.0], accessible) == 1.0
+    assert ramachandran_bins([179.9, -180.0], [0.0, 0.0]).sum() == 2  # both edges map inside the grid
+
+
+def test_double_well_protocol_ci_size(tmp_path):
+    path = _small("double_well", tmp_path, repeats=2, generations=2, training={"epochs": 60, "patience": 60})
+    out = tmp_path / "report"
+    assert main(["compare", str(path), "--output", str(out), "--quiet"]) == 0
+    report = (out / "REPORT.md").read_text()
+    assert "random / attack" in report
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert {r["sampler"] for r in rows} == {"attack", "random"}
+    assert len(rows) == 2 * 2 * 3  # samplers x repeats x generations 0..2
+    assert (out / "double_well.png").stat().st_size > 1000
+    # generation 0 is the shared initial committee: identical for both samplers of a repeat
+    g0 = {(r["sampler"], r["repeat"]): float(r["energy_rmse"]) for r in rows if r["generation"] == "0"}
+    assert g0[("attack", "0")] == g0[("random", "0")]
+    # resuming a finished comparison recomputes nothing and writes the same numbers
+    before = (out / "metrics.json").read_text()
+    assert main(["compare", str(path), "--output", str(out), "--quiet"]) == 0
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(before)
+
+
+def test_ala2_protocol_ci_size(tmp_path):
+    pytest.importorskip("openmm_adv.reference_data")
+    samplers = yaml.safe_load((PROTOCOLS / "ala2_compare" / "protocol.yaml").read_text())["samplers"]
+    small = {
+        "attack": {"kind": "attack", "options": {**samplers["attack"]["options"], "n_steps": 10}},
+        "reference_md": {**samplers["reference_md"], "options": {"n_steps": 200, "report_interval": 20},
+                         "selection": {**samplers["reference_md"]["selection"], "max_selected": 4}},
+        "random_displacement": {**samplers["random_displacement"],
+                                "selection": {**samplers["random_displacement"]["selection"], "max_selected": 4}},
+    }
+    path = _small("ala2_compare", tmp_path, repeats=1, generations=1, seeds=4, samplers=small,
+                  initial_data={"max_frames": 24}, model={"n_members": 2, "n_features": 8, "n_rbf": 8},
+                  training={"epochs": 2, "batch_size": 8}, selection={"max_selected": 4},
+                  metrics={"stability_steps": 100, "stability_seeds": 2})
+    out = tmp_path / "report"
+    assert main(["compare", str(path), "--output", str(out), "--quiet"]) == 0
+    rows = json.loads((out / "metrics.json").read_text())
+    assert len(rows) == 3 * 2
+    final = [r for r in rows if r["generation"] == 1]
+    for row in final:
+        assert 0 < row["coverage"] <= 1 and row["force_rmse"] > 0 and row["oracle_calls"] <= 4, row
+        assert 0 <= row["stable_fraction"] <= 1
+    for name in ("REPORT.md", "force_rmse_vs_oracle_calls.png", "coverage_vs_oracle_calls.png", "ramachandran.png"):
+        assert (out / name).exists(), name
