@@ -224,7 +224,8 @@ class ModelConfig:
 
 @dataclass
 class TrainingSection:
-    """Trainer settings (see :class:`openmm_adv.train.TrainingConfig`)."""
+    """Trainer settings (see :class:`openmm_adv.train.TrainingConfig`); ``keep_best: false``
+    trains every epoch and keeps the last state (no early stopping)."""
 
     epochs: int = field(default=200, **_limits(ge=1))
     batch_size: int = field(default=32, **_limits(ge=1))
@@ -234,6 +235,7 @@ class TrainingSection:
     patience: int = field(default=30, **_limits(ge=1))
     bootstrap: bool = True
     min_learning_rate: float = field(default=1e-5, **_limits(gt=0.0))
+    keep_best: bool = True
 
 
 @dataclass

@@ -187,9 +187,13 @@ class ActiveLearningLoop:
             stored = json.loads(manifest.read_text())
             if stored.get("format") != _FORMAT:
                 raise ValueError(f"{manifest} was not written by this version of openmm-adv")
-            if stored["settings"] != settings:
-                changed = sorted(k for k in set(stored["settings"]) | set(settings)
-                                 if stored["settings"].get(k) != settings.get(k))
+            changed, added = _settings_diff(stored["settings"], settings)
+            if added and not changed:
+                # Keys that a newer openmm-adv added to a section: the run was made without them.
+                self.echo(f"note: resuming a run made before these settings existed: {', '.join(added)}")
+                stored["settings"] = settings
+                _atomic_write_text(manifest, json.dumps(stored, indent=1) + "\n")
+            elif changed:
                 raise ValueError(
                     f"{self.run_dir} holds a run with different settings (changed: {', '.join(changed)}); "
                     "resume with the original settings or start a new run folder"
@@ -446,6 +450,25 @@ class ActiveLearningLoop:
 
 
 # ---------------------------------------------------------------------------- helpers
+def _settings_diff(stored, current, prefix: str = "") -> tuple[list[str], list[str]]:
+    """Paths whose values differ, and paths present only in ``current`` (added keys)."""
+    changed, added = [], []
+    if isinstance(stored, dict) and isinstance(current, dict):
+        for key in sorted(set(stored) | set(current), key=str):
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key not in stored:
+                added.append(path)
+            elif key not in current:
+                changed.append(path)
+            else:
+                c, a = _settings_diff(stored[key], current[key], path)
+                changed += c
+                added += a
+    elif stored != current:
+        changed.append(prefix)
+    return changed, added
+
+
 def _timed_compute(oracle, positions):
     start = time.perf_counter()
     labels = oracle.compute(positions)

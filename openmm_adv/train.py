@@ -33,6 +33,9 @@ class TrainingConfig:
     bootstrap: bool = True
     seed: int = 0
     min_learning_rate: float = 1e-5
+    # False: train every epoch and keep the last state. For tiny datasets, whose 2-3 validation
+    # structures say little: near a minimum an untrained model (zero forces) can score best.
+    keep_best: bool = True
 
 
 @dataclass
@@ -142,7 +145,7 @@ def train_committee(committee: Committee, positions, energies, forces, config: T
         history.append({"epoch": epoch, "val_loss": val_loss, "val_energy_mae": float(np.mean(e_mae)),
                         "val_force_mae": float(np.mean(f_mae)), "lr": optimiser.param_groups[0]["lr"]})
         bar.set_postfix(E_mae=f"{np.mean(e_mae):.2f}", F_mae=f"{np.mean(f_mae):.1f}")
-        if val_loss < best_loss:
+        if val_loss < best_loss or not config.keep_best:
             best_loss, best_state, best_epoch = val_loss, copy.deepcopy(potential.state_dict()), epoch
         elif epoch - best_epoch >= config.patience:
             break

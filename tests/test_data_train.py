@@ -58,3 +58,14 @@ def test_training_fits_the_double_well():
     assert committee.metadata["metrics"]["epochs_run"] == report.epochs_run
     # members stay different (bootstrap + different initialisation)
     assert committee.uncertainty(x[:4]).min() > 0
+
+
+def test_keep_best_false_trains_every_epoch():
+    toy = double_well()
+    rng = np.random.default_rng(1)
+    xy = rng.normal([-1.0, 0.0], 0.1, size=(20, 2))
+    x = np.concatenate([xy, np.zeros((20, 1))], 1)[:, None, :]
+    e, f = toy.reference_energies_forces(x)
+    committee = Committee.mlp(n_members=2, hidden=8, seed=0)
+    report = train_committee(committee, x, e, f, TrainingConfig(epochs=12, patience=2, keep_best=False), progress=False)
+    assert report.epochs_run == 12 and report.best_epoch == 11

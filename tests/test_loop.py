@@ -214,3 +214,17 @@ def test_sigkill_during_labelling_then_resume(tmp_path, uninterrupted):
 def test_process_pool_labelling_gives_the_same_dataset(tmp_path, uninterrupted):
     make_loop(tmp_path, workers=2).run()
     assert_same_dataset(uninterrupted[0] / "dataset.h5", tmp_path / "dataset.h5")
+
+
+def test_resume_accepts_settings_added_by_a_newer_version(tmp_path):
+    make_loop(tmp_path, n_generations=1).run()
+    manifest = tmp_path / "loop.json"
+    stored = json.loads(manifest.read_text())
+    del stored["settings"]["selector"]["rank_by"]  # as written before that key existed
+    manifest.write_text(json.dumps(stored))
+    messages = []
+    loop = make_loop(tmp_path, n_generations=1)
+    loop.echo = messages.append
+    loop.run()
+    assert any("selector.rank_by" in m for m in messages)
+    assert "rank_by" in json.loads(manifest.read_text())["settings"]["selector"]
