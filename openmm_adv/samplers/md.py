@@ -179,27 +179,35 @@ class CommitteeMDSampler:
         seeds = check_seeds(seeds, committee.n_atoms)
         run = self._run_md(committee, seeds, rng, lambda n: mean_energy_force(
             committee, n_replicas=n, backend=self.backend, use_cuda_graphs=self.use_cuda_graphs))
-        frames, replica, steps = run["frames"], run["replica"], run["step"]
-        n_evals = run["n_evals"]
+        frames = run["frames"]
         energies, u, _ = score_frames(committee, frames, self.metric, self.scoring_batch_size)
-        n_evals += len(frames)
+        n_evals = run["n_evals"] + len(frames)
+        return self._window_candidates(run, energies, u, n_evals, start, {})
+
+    def _window_candidates(self, run: dict, energies, u, n_evals: int, start: float, extra: dict) -> Candidates:
+        """The frames of an MD run inside the trust window, with costs; ``extra`` maps names to
+        per-frame arrays (filtered like the frames) or scalars added to ``info``."""
+        frames, replica, steps = run["frames"], run["replica"], run["step"]
+        u = np.asarray(u, dtype=np.float64)
         keep = self.in_window(u)
-        n_below = int((u < self.lower).sum()) if self.lower is not None else 0
-        n_above = int((u >= self.upper).sum()) if self.upper is not None else 0
+        info = {
+            "step": steps[keep], "replica": replica[keep], "n_frames": int(len(frames)),
+            "n_below": int((u < self.lower).sum()) if self.lower is not None else 0,
+            "n_above": int((u >= self.upper).sum()) if self.upper is not None else 0,
+            "n_exploded": run["n_exploded"], "n_unphysical": run["n_unphysical"], "explosions": run["explosions"],
+            "window": (self.lower, self.upper),
+        }
+        for key, value in extra.items():
+            info[key] = value[keep] if isinstance(value, np.ndarray) and len(value) == len(frames) else value
         return Candidates(
             positions=frames[keep],
             energies=np.asarray(energies, dtype=np.float64)[keep],
-            uncertainty=np.asarray(u, dtype=np.float64)[keep],
+            uncertainty=u[keep],
             metric=self.metric,
             sampler=self.name,
             seed_index=replica[keep],
             n_force_evaluations=int(n_evals),
             oracle_calls=0,
             wall_seconds=time.perf_counter() - start,
-            info={
-                "step": steps[keep], "replica": replica[keep], "n_frames": int(len(frames)),
-                "n_below": n_below, "n_above": n_above, "n_exploded": run["n_exploded"],
-                "n_unphysical": run["n_unphysical"], "explosions": run["explosions"],
-                "window": (self.lower, self.upper),
-            },
+            info=info,
         )

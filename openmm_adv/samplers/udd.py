@@ -118,27 +118,12 @@ class UDDSampler(CommitteeMDSampler):
         run = self._run_md(committee, seeds, rng, lambda n: udd_bias_force(
             committee, self.A, B, n_replicas=n, n_members_in_denominator=self.n_members_in_denominator,
             backend=self.backend, use_cuda_graphs=self.use_cuda_graphs))
-        frames, replica, steps = run["frames"], run["replica"], run["step"]
+        frames = run["frames"]
         energies, u, variance = score_frames(committee, frames, self.metric, self.scoring_batch_size)
         n_evals += run["n_evals"] + len(frames)
         scale = committee.n_atoms * B**2 * (committee.n_members if self.n_members_in_denominator else 1)
         bias = self.A * (np.exp(-variance / scale) - 1.0)
-        keep = self.in_window(u)
-        return Candidates(
-            positions=frames[keep],
-            energies=np.asarray(energies, dtype=np.float64)[keep],
-            uncertainty=np.asarray(u, dtype=np.float64)[keep],
-            metric=self.metric,
-            sampler=self.name,
-            seed_index=replica[keep],
-            n_force_evaluations=int(n_evals),
-            oracle_calls=0,
-            wall_seconds=time.perf_counter() - start,
-            info={
-                "step": steps[keep], "replica": replica[keep], "bias": bias[keep],
-                "energy_std": np.sqrt(variance[keep]), "A": self.A, "B": float(B), "n_frames": int(len(frames)),
-                "n_exploded": run["n_exploded"], "n_unphysical": run["n_unphysical"],
-                "explosions": run["explosions"],
-            },
-        )
+        return self._window_candidates(run, energies, u, n_evals, start, {
+            "bias": bias, "energy_std": np.sqrt(variance), "A": self.A, "B": float(B),
+        })
 
