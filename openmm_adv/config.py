@@ -284,12 +284,7 @@ class CommitteeMDConfig(_DynamicsConfig):
 
 
 @dataclass
-class MetadynamicsConfig(_DynamicsConfig):
-    """Well-tempered metadynamics on the committee mean, biasing ``cvs`` (default phi, psi);
-    ``width`` rad, ``height`` kJ/mol, deposit every ``frequency`` steps."""
-
-    cvs: list[str] = field(default_factory=lambda: ["phi", "psi"])
-    width: float = field(default=0.35, **_limits(gt=0.0))
+class _MetadynamicsCommon(_DynamicsConfig):
     height: float = field(default=1.2, **_limits(gt=0.0))
     bias_factor: float = field(default=6.0, **_limits(gt=1.0))
     frequency: int = field(default=500, **_limits(ge=1))
@@ -299,19 +294,22 @@ class MetadynamicsConfig(_DynamicsConfig):
 
 
 @dataclass
-class UncertaintyMetadynamicsConfig(_DynamicsConfig):
+class MetadynamicsConfig(_MetadynamicsCommon):
+    """Well-tempered metadynamics on the committee mean, biasing ``cvs`` (default phi, psi);
+    ``width`` rad, ``height`` kJ/mol, deposit every ``frequency`` steps."""
+
+    cvs: list[str] = field(default_factory=lambda: ["phi", "psi"])
+    width: float = field(default=0.35, **_limits(gt=0.0))
+
+
+@dataclass
+class UncertaintyMetadynamicsConfig(_MetadynamicsCommon):
     """Well-tempered metadynamics with the committee uncertainty (``cv_metric``, log-scaled
     when ``log_cv``) as the collective variable."""
 
     cv_metric: str = field(default="force_variance", **_limits(choices=_METRICS))
     log_cv: bool = True
     width: Optional[float] = field(default=None, **_limits(gt=0.0))
-    height: float = field(default=1.2, **_limits(gt=0.0))
-    bias_factor: float = field(default=6.0, **_limits(gt=1.0))
-    frequency: int = field(default=500, **_limits(ge=1))
-    n_steps: int = field(default=5000, **_limits(ge=1))
-    report_interval: int = field(default=100, **_limits(ge=1))
-    n_walkers: Optional[int] = field(default=None, **_limits(ge=1))
 
 
 @dataclass
