@@ -79,7 +79,7 @@ def _compare(args) -> int:
     overrides = {k: v for k, v in (("repeats", args.repeats), ("generations", args.generations)) if v is not None}
     protocol = load_protocol(path, overrides)
     output = args.output or str(Path("compare_output") / protocol.name)
-    run_protocol(protocol, output, progress=not args.quiet)
+    run_protocol(protocol, output, progress=not args.quiet, workers=args.workers)
     return 0
 
 
@@ -132,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--repeats", type=int, default=None, help="override the protocol's number of repeats")
     compare.add_argument("--generations", type=int, default=None, help="override the protocol's generations")
     compare.add_argument("--quiet", action="store_true", help="no progress bars")
+    compare.add_argument("--workers", type=int, default=1,
+                         help="loops run in parallel, one process each (default 1); results do not depend on it")
     compare.set_defaults(func=_compare)
     config = sub.add_parser("config", help="print an example YAML config with every key and its default")
     config.add_argument("kind", choices=["label", "train", "attack", "loop"])

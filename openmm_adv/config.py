@@ -225,7 +225,10 @@ class ModelConfig:
 @dataclass
 class TrainingSection:
     """Trainer settings (see :class:`openmm_adv.train.TrainingConfig`); ``keep_best: false``
-    trains every epoch and keeps the last state (no early stopping)."""
+    trains every epoch and keeps the last state (no early stopping); ``warm_start_epochs: K``
+    makes a loop fine-tune the previous generation's committee for K epochs instead of
+    training every generation from scratch for ``epochs`` (at ``warm_start_learning_rate``,
+    default ``learning_rate``)."""
 
     epochs: int = field(default=200, **_limits(ge=1))
     batch_size: int = field(default=32, **_limits(ge=1))
@@ -236,6 +239,8 @@ class TrainingSection:
     bootstrap: bool = True
     min_learning_rate: float = field(default=1e-5, **_limits(gt=0.0))
     keep_best: bool = True
+    warm_start_epochs: Optional[int] = field(default=None, **_limits(ge=1))
+    warm_start_learning_rate: Optional[float] = field(default=None, **_limits(gt=0.0))
 
 
 @dataclass

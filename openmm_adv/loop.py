@@ -63,6 +63,8 @@ class ActiveLearningLoop:
         (e.g. :class:`~openmm_adv.samplers.AttackSampler`).
     selector : Selector
     trainer : CommitteeTrainer
+        Trains each generation's committee: from scratch, or by fine-tuning the previous
+        generation's committee when its config sets ``warm_start_epochs``.
     initial_data : Dataset
         Labelled structures the first committee is trained on; copied into the run folder.
     run_dir : path
@@ -250,9 +252,11 @@ class ActiveLearningLoop:
                 info = {"source": "initial committee", "metrics": committee.metadata.get("metrics", {})}
             else:
                 self.echo(f"generation {g}: training on {len(data)} structures")
-                committee, report = self.trainer.train(data, seed=self._stage_seed(g))
+                previous = self._warm_start_from(g - 1)
+                committee, report = self.trainer.train(data, seed=self._stage_seed(g), start_from=previous)
                 committee.save(path)
-                info = {"source": "trained", "metrics": report.summary(), "n_structures": len(data)}
+                info = {"source": "fine-tuned" if previous is not None else "trained", "metrics": report.summary(),
+                        "n_structures": len(data)}
             info["seconds"] = time.perf_counter() - start
             _atomic_write_text(info_path, json.dumps(info, indent=1) + "\n")
             self._checkpoint("trained", g)
@@ -432,9 +436,11 @@ class ActiveLearningLoop:
             data = Dataset.load(self.dataset_path)
             self.echo(f"final training on {len(data)} structures")
             start = time.perf_counter()
-            committee, report = self.trainer.train(data, seed=self._stage_seed(self.n_generations + 1))
+            previous = self._warm_start_from(self.n_generations)
+            committee, report = self.trainer.train(data, seed=self._stage_seed(self.n_generations + 1),
+                                                   start_from=previous)
             committee.save(path)
-            info = {"source": "trained", "metrics": report.summary(), "n_structures": len(data),
+            info = {"source": "fine-tuned" if previous is not None else "trained", "metrics": report.summary(), "n_structures": len(data),
                     "after_generation": self.n_generations, "seconds": time.perf_counter() - start}
             _atomic_write_text(info_path, json.dumps(info, indent=1) + "\n")
             self._checkpoint("trained", self.n_generations + 1)
@@ -444,6 +450,12 @@ class ActiveLearningLoop:
         _append_log(self.log_path, record)
         self._checkpoint("logged", self.n_generations + 1)
         return record
+
+    def _warm_start_from(self, generation: int) -> Committee | None:
+        """The committee of ``generation`` when the trainer fine-tunes (``warm_start_epochs``)."""
+        if self.trainer.config.warm_start_epochs is None or generation < 1:
+            return None
+        return Committee.load(self.generation_dir(generation) / "committee.pt", system=self.system)
 
     def _stage_seed(self, generation: int) -> int:
         return 1000 * self.seed + generation

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Optional
 
 import numpy as np
 import torch
@@ -36,6 +37,12 @@ class TrainingConfig:
     # False: train every epoch and keep the last state. For tiny datasets, whose 2-3 validation
     # structures say little: near a minimum an untrained model (zero forces) can score best.
     keep_best: bool = True
+    # Epochs of fine-tuning when a loop starts a generation from the previous committee's
+    # weights (CommitteeTrainer.train(start_from=...)); None: every generation from scratch.
+    warm_start_epochs: Optional[int] = None
+    # Its learning rate (None: learning_rate). Lower than a from-scratch rate, or the first
+    # steps on the new data throw the model out of the minimum it was started in.
+    warm_start_learning_rate: Optional[float] = None
 
 
 @dataclass
@@ -79,13 +86,14 @@ def _errors(potential, positions, energies, forces, batch_size=128):
 
 
 def train_committee(committee: Committee, positions, energies, forces, config: TrainingConfig | None = None,
-                    progress: bool = True) -> TrainingReport:
+                    progress: bool = True, keep_energy_scale: bool = False) -> TrainingReport:
     """Fit every member of an (eager) committee to energies and forces, in place.
 
     Members see different bootstrap resamples of the training split (``config.bootstrap``) and
     start from different weights, which is what makes their disagreement an uncertainty.
-    The energy shift/scale of the model are set from the data; the best state on the
-    validation split is kept (early stopping). The committee's metadata gets the training
+    The energy shift/scale of the model are set from the data (``keep_energy_scale=True``
+    keeps those of a fine-tuned model, whose weights were fitted to them); the best state on
+    the validation split is kept (early stopping). The committee's metadata gets the training
     energies (for the attack's normalisation), the data hash and the validation metrics.
     """
     config = config or TrainingConfig()
@@ -115,9 +123,10 @@ def train_committee(committee: Committee, positions, energies, forces, config: T
 
     s_e = float(e[train].std().clamp_min(1e-3))
     s_f = float(f[train].pow(2).mean().sqrt().clamp_min(1e-3))
-    with torch.no_grad():
-        members.energy_shift.fill_(float(e[train].mean()))
-        members.energy_scale.fill_(s_e)
+    if not keep_energy_scale:
+        with torch.no_grad():
+            members.energy_shift.fill_(float(e[train].mean()))
+            members.energy_scale.fill_(s_e)
 
     optimiser = torch.optim.Adam(potential.parameters(), lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=0.5, patience=max(2, config.patience // 3),
@@ -168,8 +177,10 @@ def train_committee(committee: Committee, positions, energies, forces, config: T
 class CommitteeTrainer:
     """Builds a fresh committee and trains it on a :class:`~openmm_adv.data.Dataset`.
 
-    The active-learning loop retrains from scratch every generation, so no generation inherits
-    the previous committee's blind spots through its weights.
+    By default the active-learning loop retrains from scratch every generation, so no
+    generation inherits the previous committee's blind spots through its weights. With
+    ``config.warm_start_epochs`` set, it passes the previous committee as ``start_from`` and
+    fine-tunes it instead, which is several times cheaper for a small epoch count.
 
     Parameters
     ----------
@@ -201,10 +212,46 @@ class CommitteeTrainer:
         allowed = {"n_members", "n_features", "n_rbf", "n_interactions", "cutoff", "seed"}
         return Committee.schnet(atomic_numbers, **{k: v for k, v in options.items() if k in allowed})
 
-    def train(self, dataset, seed: int = 0) -> tuple[Committee, TrainingReport]:
-        """Train a new committee on every record of ``dataset`` (its own validation split inside)."""
-        committee = self.new_committee(dataset.atomic_numbers, seed)
+    def train(self, dataset, seed: int = 0, start_from: Committee | None = None) -> tuple[Committee, TrainingReport]:
+        """Train a committee on every record of ``dataset`` (its own validation split inside).
+
+        Parameters
+        ----------
+        dataset : Dataset
+        seed : int
+            Offsets the initialisation, split and bootstrap seeds.
+        start_from : Committee, optional
+            Fine-tune a copy of this committee (eager or loaded TorchScript, same architecture
+            and hyperparameters) for ``config.warm_start_epochs`` epochs at
+            ``config.warm_start_learning_rate`` (``epochs`` and ``learning_rate`` where those
+            are None) instead of training new weights. Its energy shift and scale are
+            kept. The bootstrap weights are drawn anew from ``seed``.
+        """
         config = TrainingConfig(**{**asdict(self.config), "seed": self.config.seed + int(seed)})
+        committee = self.new_committee(dataset.atomic_numbers, seed)
+        if start_from is not None:
+            _copy_weights(start_from, committee)
+            if config.warm_start_epochs is not None:
+                config.epochs = config.warm_start_epochs
+            if config.warm_start_learning_rate is not None:
+                config.learning_rate = config.warm_start_learning_rate
         report = train_committee(committee, dataset.positions, dataset.energies, dataset.forces, config,
-                                 progress=self.progress)
+                                 progress=self.progress, keep_energy_scale=start_from is not None)
+        if start_from is not None:
+            committee.metadata["fine_tuned_from"] = start_from.metadata.get("training_data_hash")
         return committee, report
+
+
+def _copy_weights(source: Committee, target: Committee) -> None:
+    """Load ``source``'s weights into the eager ``target``, naming what does not match."""
+    state = source.potential.state_dict()
+    expected = target.potential.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or wrong:
+        raise ValueError(
+            "cannot fine-tune: the committee to start from has another architecture or hyperparameters "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}, other shapes {wrong[:3]}); "
+            "train from scratch (warm_start_epochs: null) or use the same model settings")
+    target.potential.load_state_dict(state)

@@ -11,7 +11,9 @@ and cached next to each loop.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -99,47 +101,109 @@ def _initial_committee(protocol: CompareProtocol, system, data, trainer, folder:
     return path
 
 
-def run_protocol(protocol: CompareProtocol, output_dir: str | Path, progress: bool = True, echo=print) -> dict:
-    """Run (or resume) every sampler x repeat loop, compute the metrics and write the report."""
+def _loop_for(protocol: CompareProtocol, out: Path, repeat: int, name: str, system, oracle, trainer,
+              initial: Path) -> ActiveLearningLoop:
+    entry = protocol.samplers[name]
+    data_config = _repeat_data_config(protocol, repeat)
+    data = load_data(data_config, system, where="initial_data")
+    selection = entry.selection or protocol.selection
+    return ActiveLearningLoop(
+        system=system, oracle=oracle, samplers=[build_sampler(entry.kind, entry.options, system, progress=False)],
+        selector=build_selector(selection, system), trainer=trainer, initial_data=data,
+        run_dir=out / "runs" / name / f"rep{repeat:02d}",
+        n_generations=protocol.generations, seeds_per_generation=protocol.seeds, seed=protocol.seed + repeat,
+        metric=getattr(entry.options, "metric", "force_variance"), initial_committee=initial,
+        label_workers=protocol.oracle.workers, final_training=True, progress=False,
+        settings={"sampler": name, "kind": entry.kind, "options": asdict(entry.options),
+                  "selection": asdict(selection), "model": asdict(protocol.model),
+                  "training": asdict(protocol.training), "initial_data": asdict(data_config),
+                  "oracle": asdict(protocol.oracle), "seeds": protocol.seeds, "seed": protocol.seed + repeat},
+        echo=lambda message: None,
+    )
+
+
+def _repeat_data_config(protocol: CompareProtocol, repeat: int) -> cfg.DataConfig:
+    return cfg.DataConfig(**{**asdict(protocol.initial_data), "seed": protocol.initial_data.seed + repeat})
+
+
+def _run_one_loop(protocol: CompareProtocol, out: Path, repeat: int, name: str, initial: Path) -> tuple[list[dict], str]:
+    """Run (or resume) one sampler x repeat loop and return its metric rows and dataset path.
+
+    Module-level and self-contained so that a spawned worker process can run it."""
+    configure_threads(protocol.threads)
+    system = build_system(protocol.system)
+    trainer = build_trainer(protocol.model, protocol.training, progress=False)
+    oracle = build_oracle(protocol.oracle, system)
+    loop = _loop_for(protocol, out, repeat, name, system, oracle, trainer, initial)
+    loop.run()
+    return _cached_metrics(loop, protocol, system), str(loop.dataset_path)
+
+
+def run_protocol(protocol: CompareProtocol, output_dir: str | Path, progress: bool = True, echo=print,
+                 workers: int = 1) -> dict:
+    """Run (or resume) every sampler x repeat loop, compute the metrics and write the report.
+
+    Parameters
+    ----------
+    protocol : CompareProtocol
+    output_dir : str or Path
+        Report folder; the loops live under ``runs/`` there, so rerunning resumes.
+    progress : bool
+        Show a progress bar over the loops.
+    echo : callable
+        Receives one-line status messages.
+    workers : int
+        Loops run at the same time, each in its own spawned process with ``protocol.threads``
+        torch threads. The loops are independent once each repeat's shared initial committee is
+        trained, and each writes only its own folder, so the results do not depend on
+        ``workers``; only the wall time does.
+    """
     from .report import write_report
 
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     configure_threads(protocol.threads)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     _atomic_write_text(out / "protocol.json", json.dumps(asdict(protocol), indent=1, default=str) + "\n")
-    system = build_system(protocol.system)
-    trainer = build_trainer(protocol.model, protocol.training, progress=False)
-    oracle = build_oracle(protocol.oracle, system)
-    jobs = [(r, name) for r in range(protocol.repeats) for name in protocol.samplers]
-    rows, points = [], {}
-    bar = tqdm(jobs, desc=f"{protocol.name}", unit="loop", disable=not progress)
     start = time.perf_counter()
-    for repeat, name in bar:
-        bar.set_postfix(sampler=name, repeat=repeat)
-        entry = protocol.samplers[name]
-        data_config = cfg.DataConfig(**{**asdict(protocol.initial_data), "seed": protocol.initial_data.seed + repeat})
-        data = load_data(data_config, system, where="initial_data")
-        initial = _initial_committee(protocol, system, data, trainer, out / "runs" / "_initial" / f"rep{repeat:02d}",
-                                     repeat, echo)
-        run_dir = out / "runs" / name / f"rep{repeat:02d}"
-        selection = entry.selection or protocol.selection
-        loop = ActiveLearningLoop(
-            system=system, oracle=oracle, samplers=[build_sampler(entry.kind, entry.options, system, progress=False)],
-            selector=build_selector(selection, system), trainer=trainer, initial_data=data, run_dir=run_dir,
-            n_generations=protocol.generations, seeds_per_generation=protocol.seeds, seed=protocol.seed + repeat,
-            metric=getattr(entry.options, "metric", "force_variance"), initial_committee=initial,
-            label_workers=protocol.oracle.workers, final_training=True, progress=False,
-            settings={"sampler": name, "kind": entry.kind, "options": asdict(entry.options),
-                      "selection": asdict(selection), "model": asdict(protocol.model),
-                      "training": asdict(protocol.training), "initial_data": asdict(data_config),
-                      "oracle": asdict(protocol.oracle), "seeds": protocol.seeds, "seed": protocol.seed + repeat},
-            echo=lambda message: None,
-        )
-        loop.run()
-        metrics = _cached_metrics(loop, protocol, system)
-        for row in metrics:
-            rows.append({"sampler": name, "repeat": repeat, **row})
-        points[(name, repeat)] = str(loop.dataset_path)
+    initial = {}
+    for repeat in range(protocol.repeats):
+        path = out / "runs" / "_initial" / f"rep{repeat:02d}" / "committee.pt"
+        if not path.exists():
+            system = build_system(protocol.system)
+            trainer = build_trainer(protocol.model, protocol.training, progress=False)
+            data = load_data(_repeat_data_config(protocol, repeat), system, where="initial_data")
+            _initial_committee(protocol, system, data, trainer, path.parent, repeat, echo)
+        initial[repeat] = path
+    jobs = [(r, name) for r in range(protocol.repeats) for name in protocol.samplers]
+    results = {}
+    bar = tqdm(total=len(jobs), desc=f"{protocol.name}", unit="loop", disable=not progress)
+    if workers == 1:
+        for repeat, name in jobs:
+            bar.set_postfix(sampler=name, repeat=repeat)
+            results[(repeat, name)] = _run_one_loop(protocol, out, repeat, name, initial[repeat])
+            bar.update()
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = {pool.submit(_run_one_loop, protocol, out, r, name, initial[r]): (r, name) for r, name in jobs}
+            for future in as_completed(futures):
+                repeat, name = futures[future]
+                try:
+                    results[(repeat, name)] = future.result()
+                except Exception as error:
+                    raise RuntimeError(f"loop {name} repeat {repeat} failed: {error}; its folder "
+                                       f"{out / 'runs' / name / f'rep{repeat:02d}'} keeps the finished stages, "
+                                       "rerun the same command to resume") from error
+                bar.set_postfix(done=f"{name}/rep{repeat:02d}")
+                bar.update()
+    bar.close()
+    rows, points = [], {}
+    for repeat, name in jobs:
+        metrics, dataset = results[(repeat, name)]
+        rows += [{"sampler": name, "repeat": repeat, **row} for row in metrics]
+        points[(name, repeat)] = dataset
     summary = write_report(protocol, out, rows, points, wall_seconds=time.perf_counter() - start)
     echo(f"wrote {out / 'REPORT.md'}")
     return summary
