@@ -69,6 +69,11 @@ def test_double_well_protocol_ci_size(tmp_path):
     before = (out / "metrics.json").read_text()
     assert main(["compare", str(path), "--output", str(out), "--quiet"]) == 0
     assert json.loads((out / "metrics.json").read_text()) == json.loads(before)
+    # loops in parallel worker processes give the same numbers as the serial run
+    parallel = tmp_path / "parallel"
+    assert main(["compare", str(path), "--output", str(parallel), "--quiet", "--workers", "2"]) == 0
+    timeless = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]  # noqa: E731
+    assert timeless(json.loads((parallel / "metrics.json").read_text())) == timeless(json.loads(before))
 
 
 def test_ala2_protocol_ci_size(tmp_path):

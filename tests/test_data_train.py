@@ -7,7 +7,7 @@ import torch
 from openmm_adv.data import Dataset, read_extxyz, write_extxyz
 from openmm_adv.models import Committee
 from openmm_adv.systems import double_well
-from openmm_adv.train import TrainingConfig, train_committee
+from openmm_adv.train import CommitteeTrainer, TrainingConfig, train_committee
 
 
 def test_dataset_round_trip(tmp_path, ala2, perturbed):
@@ -69,3 +69,51 @@ def test_keep_best_false_trains_every_epoch():
     committee = Committee.mlp(n_members=2, hidden=8, seed=0)
     report = train_committee(committee, x, e, f, TrainingConfig(epochs=12, patience=2, keep_best=False), progress=False)
     assert report.epochs_run == 12 and report.best_epoch == 11
+
+
+def _toy_dataset(n, seed, centre=(-1.0, 0.0), scale=0.3):
+    toy = double_well()
+    rng = np.random.default_rng(seed)
+    xy = rng.normal(centre, scale, size=(n, 2))
+    x = np.concatenate([xy, np.zeros((n, 1))], 1)[:, None, :]
+    e, f = toy.reference_energies_forces(x)
+    data = Dataset(toy.atomic_numbers)
+    data.append(x, e, f, generation=0, sampler="test", oracle="analytic")
+    return data
+
+
+def test_warm_start_fine_tunes_the_given_committee(tmp_path):
+    data = _toy_dataset(64, 0)
+    trainer = CommitteeTrainer("mlp", {"n_members": 3, "hidden": 16},
+                               TrainingConfig(epochs=80, batch_size=16, learning_rate=1e-2, patience=80,
+                                              warm_start_epochs=1, warm_start_learning_rate=1e-7), progress=False)
+    source, _ = trainer.train(data, seed=0)
+    probe = data.positions[:16]
+    # one epoch at a negligible rate: the fine-tuned committee is the source committee
+    tuned, report = trainer.train(data, seed=5, start_from=source)
+    assert report.epochs_run == 1
+    np.testing.assert_allclose(tuned.energies(probe), source.energies(probe), atol=1e-3)
+    assert tuned.metadata["fine_tuned_from"] == source.metadata["training_data_hash"]
+    # a fresh committee from the same seed is nowhere near it
+    fresh = trainer.new_committee(data.atomic_numbers, seed=5)
+    assert np.abs(fresh.energies(probe) - source.energies(probe)).max() > 1.0
+    # a saved (TorchScript) committee is a starting point too, and fine-tuning on new data
+    # moves the model towards it
+    source.save(tmp_path / "source.pt")
+    loaded = Committee.load(tmp_path / "source.pt")
+    trainer.config.warm_start_learning_rate = 1e-2
+    trainer.config.warm_start_epochs = 40
+    right = _toy_dataset(64, 1, centre=(1.0, 0.0))
+    before = np.abs(loaded.energies(right.positions).mean(1) - right.energies).mean()
+    tuned, _ = trainer.train(right, seed=6, start_from=loaded)
+    after = np.abs(tuned.energies(right.positions).mean(1) - right.energies).mean()
+    assert after < 0.5 * before
+
+
+def test_warm_start_refuses_another_architecture():
+    data = _toy_dataset(16, 0)
+    small = CommitteeTrainer("mlp", {"n_members": 2, "hidden": 8}, TrainingConfig(epochs=1), progress=False)
+    big = CommitteeTrainer("mlp", {"n_members": 2, "hidden": 16}, TrainingConfig(epochs=1), progress=False)
+    source, _ = small.train(data)
+    with pytest.raises(ValueError, match="another architecture or hyperparameters"):
+        big.train(data, start_from=source)

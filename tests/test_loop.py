@@ -228,3 +228,15 @@ def test_resume_accepts_settings_added_by_a_newer_version(tmp_path):
     loop.run()
     assert any("selector.rank_by" in m for m in messages)
     assert "rank_by" in json.loads(manifest.read_text())["settings"]["selector"]
+
+
+def test_warm_started_generations_fine_tune_the_previous_committee(tmp_path):
+    loop = make_loop(tmp_path / "warm")
+    loop.trainer.config.warm_start_epochs = 3
+    loop.trainer.config.warm_start_learning_rate = 1e-3
+    loop.final_training = True
+    loop.run()
+    sources = [json.loads((loop.generation_dir(g) / "training.json").read_text())["source"] for g in (1, 2)]
+    assert sources == ["trained", "fine-tuned"]
+    final = json.loads((tmp_path / "warm" / "final" / "training.json").read_text())
+    assert final["source"] == "fine-tuned" and final["metrics"]["epochs_run"] == 3
