@@ -57,10 +57,12 @@ def test_double_well_protocol_ci_size(tmp_path):
     out = tmp_path / "report"
     assert main(["compare", str(path), "--output", str(out), "--quiet"]) == 0
     report = (out / "REPORT.md").read_text()
-    assert "random / attack" in report
+    assert "random / attack" in report and "random_narrow / attack" in report
     rows = list(csv.DictReader(open(out / "metrics.csv")))
-    assert {r["sampler"] for r in rows} == {"attack", "random"}
-    assert len(rows) == 2 * 2 * 3  # samplers x repeats x generations 0..2
+    assert {r["sampler"] for r in rows} == {"attack", "random", "random_narrow"}
+    assert len(rows) == 3 * 2 * 3  # samplers x repeats x generations 0..2
+    for r in rows:  # removing the mean offset can only lower the RMSE
+        assert float(r["energy_rmse_shifted"]) <= float(r["energy_rmse"]) + 1e-9
     assert (out / "double_well.png").stat().st_size > 1000
     # generation 0 is the shared initial committee: identical for both samplers of a repeat
     g0 = {(r["sampler"], r["repeat"]): float(r["energy_rmse"]) for r in rows if r["generation"] == "0"}

@@ -81,7 +81,10 @@ def generation_metrics(loop, metrics_config, system, log: list[dict]) -> list[di
             row.update({f"labels_{basin}": n for basin, n in found.items()})
         else:
             energies, forces, _ = committee.evaluate_in_batches(grid)
-            row["energy_rmse"] = float(np.sqrt(np.mean((energies - grid_e) ** 2)))
+            error = energies - grid_e
+            row["energy_rmse"] = float(np.sqrt(np.mean(error**2)))
+            # A constant offset changes no force and no Boltzmann weight: report the error without it too.
+            row["energy_rmse_shifted"] = float(np.sqrt(np.mean((error - error.mean()) ** 2)))
             row["force_rmse"] = float(np.sqrt(np.mean((forces - grid_f)[..., :2] ** 2)))
             sampled = data.energies[new]
             row["sampled_energy_median"] = float(np.median(sampled)) if sampled.size else None
