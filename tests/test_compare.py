@@ -102,3 +102,6 @@ def test_ala2_protocol_ci_size(tmp_path):
         assert 0 <= row["stable_fraction"] <= 1
     for name in ("REPORT.md", "force_rmse_vs_oracle_calls.png", "coverage_vs_oracle_calls.png", "ramachandran.png"):
         assert (out / name).exists(), name
+    report = (out / "REPORT.md").read_text()
+    label_rows = [line for line in report.splitlines() if line.startswith("| attack |")]
+    assert len(label_rows) == 4 and "n/a" not in label_rows[-1], label_rows  # the last table: what it labelled

@@ -134,6 +134,30 @@ def _double_well_figure(path: Path, rows, samplers) -> Path:
     return path
 
 
+def _label_statistics(points: dict, name: str, repeats: int) -> dict:
+    """What one sampler labelled, per repeat: reference energies of its new structures above
+    the lowest initial energy, and the committee's energy error on them (from the loop logs)."""
+    from ..loop import read_log
+
+    above, high, error = [], [], []
+    for repeat in range(repeats):
+        path = points.get((name, repeat))
+        if path is None:
+            continue
+        data = Dataset.load(path)
+        generation = data.provenance["generation"]
+        relative = data.energies[generation >= 1] - data.energies[generation == 0].min()
+        if relative.size:
+            above.append(float(np.median(relative)))
+            high.append(float(np.mean(relative > 50.0)))
+        log = read_log(Path(path).parent / "log.jsonl")
+        maes = [r["committee_energy_error_on_new"]["mae_kj_mol"] for r in log
+                if isinstance(r.get("generation"), int) and r["committee_energy_error_on_new"]["mae_kj_mol"] is not None]
+        if maes:
+            error.append(float(np.mean(maes)))
+    return {"energy_above_min": above, "share_above_50": high, "committee_error": error}
+
+
 def write_report(protocol, out: Path, rows: list[dict], points: dict, wall_seconds: float) -> dict:
     """Write ``metrics.csv``, ``metrics.json``, the figures and ``REPORT.md`` into ``out``."""
     samplers = list(protocol.samplers)
@@ -183,6 +207,16 @@ def write_report(protocol, out: Path, rows: list[dict], points: dict, wall_secon
                       "|---|" + "---|" * len(label_keys)]
             for name in samplers:
                 lines.append(f"| {name} | " + " | ".join(_fmt([r.get(k) for r in final[name]], 0) for k in label_keys) + " |")
+        lines += ["", "What each sampler labelled (new structures of all generations; per repeat, then median "
+                      "[IQR] over repeats): reference energy above the lowest initial energy, share more than "
+                      "50 kJ/mol above it, and the committee's mean absolute energy error on the structures it "
+                      "chose, at the time it chose them:", "",
+                  "| sampler | E_ref - E_min (kJ/mol) | share > 50 kJ/mol | committee abs. E error on picks (kJ/mol) |",
+                  "|---|---|---|---|"]
+        for name in samplers:
+            stats = _label_statistics(points, name, protocol.repeats)
+            lines.append(f"| {name} | {_fmt(stats['energy_above_min'])} | {_fmt(stats['share_above_50'], 2)} | "
+                         f"{_fmt(stats['committee_error'])} |")
         initial = [r for r in rows if r["generation"] == 0]
         lines += ["", f"Before any sampling (generation 0, shared by all samplers): force RMSE "
                       f"{_fmt([r['force_rmse'] for r in initial])}, coverage {_fmt([r['coverage'] for r in initial], 3)}."]
