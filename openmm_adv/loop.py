@@ -440,8 +440,9 @@ class ActiveLearningLoop:
             committee, report = self.trainer.train(data, seed=self._stage_seed(self.n_generations + 1),
                                                    start_from=previous)
             committee.save(path)
-            info = {"source": "fine-tuned" if previous is not None else "trained", "metrics": report.summary(), "n_structures": len(data),
-                    "after_generation": self.n_generations, "seconds": time.perf_counter() - start}
+            info = {"source": "fine-tuned" if previous is not None else "trained", "metrics": report.summary(),
+                    "n_structures": len(data), "after_generation": self.n_generations,
+                    "seconds": time.perf_counter() - start}
             _atomic_write_text(info_path, json.dumps(info, indent=1) + "\n")
             self._checkpoint("trained", self.n_generations + 1)
         record = {"generation": "final", "after_generation": self.n_generations, "dataset_size": info["n_structures"],
