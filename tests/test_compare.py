@@ -2,6 +2,7 @@
 
 import csv
 import json
+import runpy
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +106,11 @@ def test_ala2_protocol_ci_size(tmp_path):
     report = (out / "REPORT.md").read_text()
     label_rows = [line for line in report.splitlines() if line.startswith("| attack |")]
     assert len(label_rows) == 4 and "n/a" not in label_rows[-1], label_rows  # the last table: what it labelled
+    # the diagnostics script reads the same folders: one row per sampler, every labelled pick counted
+    diagnose = runpy.run_path(str(PROTOCOLS / "ala2_compare" / "diagnose.py"))
+    text = diagnose["diagnose"](out)
+    for name in small:
+        row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
+        picks = int(row.split("|")[2])
+        labelled = sum(len(list(g.glob("labels/*.npz"))) for g in (out / "runs" / name).glob("rep*/gen_*"))
+        assert picks == labelled > 0, (name, row)
