@@ -160,6 +160,7 @@ def run_loop(config: cfg.LoopRunConfig, run_dir: str | Path, progress: bool = Tr
         initial_committee=committee_path(config.initial_committee),
         label_workers=config.oracle.workers,
         final_training=config.loop.final_training,
+        max_label_energy=config.loop.max_label_energy,
         progress=progress,
         settings=settings,
         echo=echo,

@@ -374,13 +374,15 @@ class SelectionConfig:
 @dataclass
 class LoopConfig:
     """Loop control: ``generations`` sample-label rounds, ``seeds`` seed geometries drawn from
-    the dataset per generation, ``seed`` for every random choice, ``threads`` for torch."""
+    the dataset per generation, ``seed`` for every random choice, ``threads`` for torch;
+    ``max_label_energy`` (kJ/mol above the dataset's lowest energy) rejects absurd labels."""
 
     generations: int = field(default=3, **_limits(ge=1))
     seeds: int = field(default=16, **_limits(ge=1))
     seed: int = 0
     final_training: bool = True
     threads: Optional[int] = field(default=None, **_limits(ge=1))
+    max_label_energy: Optional[float] = field(default=None, **_limits(gt=0.0))
 
 
 @dataclass

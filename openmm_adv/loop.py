@@ -81,6 +81,12 @@ class ActiveLearningLoop:
         Processes labelling in parallel (``1``: in this process).
     final_training : bool
         After the last generation, train a committee on the whole dataset (``final/``).
+    max_label_energy : float, optional
+        kJ/mol. A label whose reference energy lies more than this above the lowest energy in
+        the dataset is rejected: recorded with its reason like an oracle failure, counted as an
+        oracle call, never trained on. Biased MD on a weak committee can fall into "holes"
+        (near-clashes the committee thinks are low in energy) whose labels, thousands of kJ/mol
+        up, wreck the next committee. ``None``: keep every label.
     progress : bool
     settings : dict, optional
         A JSON description of the run (the CLI passes its config). Stored in ``loop.json``;
@@ -103,6 +109,7 @@ class ActiveLearningLoop:
         initial_committee: Committee | str | Path | None = None,
         label_workers: int = 1,
         final_training: bool = True,
+        max_label_energy: float | None = None,
         progress: bool = True,
         settings: dict | None = None,
         echo: Callable[[str], None] | None = print,
@@ -132,6 +139,9 @@ class ActiveLearningLoop:
         self.initial_committee = initial_committee
         self.label_workers = int(label_workers)
         self.final_training = bool(final_training)
+        if max_label_energy is not None and not max_label_energy > 0:
+            raise ValueError(f"max_label_energy must be a positive energy in kJ/mol, got {max_label_energy}")
+        self.max_label_energy = None if max_label_energy is None else float(max_label_energy)
         self.progress = progress
         self.settings = settings if settings is not None else self._default_settings()
         self.echo = echo or (lambda message: None)
@@ -326,11 +336,18 @@ class ActiveLearningLoop:
         if pending:
             self.echo(f"generation {g}: labelling {len(pending)} of {len(positions)} structures with {self.oracle.name}")
         bar = tqdm(total=len(pending), desc=f"labels gen {g}", disable=not self.progress, leave=False)
+        # The dataset is not appended to before this generation's labels are all saved, so
+        # the threshold is the same on resume.
+        lowest = float(Dataset.load(self.dataset_path).energies.min()) if self.max_label_energy and pending else None
 
         def save(i: int, labels, seconds: float) -> None:
+            ok, error = bool(labels.ok[0]), labels.errors[0] or ""
+            if ok and lowest is not None and labels.energies[0] - lowest > self.max_label_energy:
+                ok, error = False, (f"rejected: reference energy {labels.energies[0] - lowest:.0f} kJ/mol above the "
+                                    f"dataset's lowest, over max_label_energy = {self.max_label_energy:g}")
             _atomic_savez(label_dir / f"{i:05d}.npz", dict(
                 energy=np.asarray(labels.energies[0], float), forces=np.asarray(labels.forces[0], float),
-                ok=np.asarray(bool(labels.ok[0])), error=np.array(labels.errors[0] or ""),
+                ok=np.asarray(ok), error=np.array(error),
                 seconds=np.asarray(seconds), oracle=np.array(labels.oracle),
             ))
             self.oracle_calls_this_session += 1

@@ -30,8 +30,12 @@ def _initial_data(toy, n=24, seed=0):
 
 
 def make_loop(run_dir, n_generations=2, seed=0, workers=1):
+    return ActiveLearningLoop(**_loop_kwargs(run_dir, n_generations, seed, workers))
+
+
+def _loop_kwargs(run_dir, n_generations=2, seed=0, workers=1):
     toy = double_well()
-    return ActiveLearningLoop(
+    return dict(
         system=toy,
         oracle=AnalyticOracle.for_toy(toy),
         samplers=[AttackSampler(kT=5.0, n_steps=20, step_size=0.05, max_step=0.1, max_displacement=1.0,
@@ -240,3 +244,21 @@ def test_warm_started_generations_fine_tune_the_previous_committee(tmp_path):
     assert sources == ["trained", "fine-tuned"]
     final = json.loads((tmp_path / "warm" / "final" / "training.json").read_text())
     assert final["source"] == "fine-tuned" and final["metrics"]["epochs_run"] == 3
+
+
+def test_max_label_energy_rejects_absurd_labels_but_counts_the_call(tmp_path):
+    loop = make_loop(tmp_path / "capped")
+    loop.max_label_energy = 2.0  # kJ/mol: most attacked points of the double well lie higher
+    records = loop.run()
+    data = Dataset.load(loop.dataset_path)
+    initial_lowest = data.energies[data.provenance["generation"] == 0].min()
+    new = data.provenance["generation"] >= 1
+    assert np.all(data.energies[new] <= initial_lowest + 2.0)
+    generations = [r for r in records if isinstance(r.get("generation"), int)]
+    rejected = sum(r["oracle_failures"] for r in generations)
+    assert rejected > 0
+    assert all(f["reason"].startswith("rejected: reference energy") for r in generations for f in r["failures"])
+    # every rejected label was still an oracle call
+    assert sum(r["oracle_calls"] for r in generations) == int(new.sum()) + rejected
+    with pytest.raises(ValueError, match="max_label_energy must be a positive energy"):
+        ActiveLearningLoop(**{**_loop_kwargs(tmp_path / "bad"), "max_label_energy": 0.0})

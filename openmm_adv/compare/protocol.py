@@ -75,6 +75,8 @@ class CompareProtocol:
     seeds: int = field(default=16, metadata={"ge": 1})
     seed: int = 0
     threads: Optional[int] = field(default=None, metadata={"ge": 1})
+    # kJ/mol above the dataset's lowest energy: labels beyond it are rejected (see ActiveLearningLoop).
+    max_label_energy: Optional[float] = field(default=None, metadata={"gt": 0.0})
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     description: str = ""
 
@@ -114,10 +116,12 @@ def _loop_for(protocol: CompareProtocol, out: Path, repeat: int, name: str, syst
         n_generations=protocol.generations, seeds_per_generation=protocol.seeds, seed=protocol.seed + repeat,
         metric=getattr(entry.options, "metric", "force_variance"), initial_committee=initial,
         label_workers=protocol.oracle.workers, final_training=True, progress=False,
+        max_label_energy=protocol.max_label_energy,
         settings={"sampler": name, "kind": entry.kind, "options": asdict(entry.options),
                   "selection": asdict(selection), "model": asdict(protocol.model),
                   "training": asdict(protocol.training), "initial_data": asdict(data_config),
-                  "oracle": asdict(protocol.oracle), "seeds": protocol.seeds, "seed": protocol.seed + repeat},
+                  "oracle": asdict(protocol.oracle), "seeds": protocol.seeds, "seed": protocol.seed + repeat,
+                  "max_label_energy": protocol.max_label_energy},
         echo=lambda message: None,
     )
 
