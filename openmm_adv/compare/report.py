@@ -173,7 +173,10 @@ def write_report(protocol, out: Path, rows: list[dict], points: dict, wall_secon
              f"frames); oracle: {protocol.oracle.kind}. Wall time of this run (including resumed work already "
              f"done): {wall_seconds / 60:.1f} min.", "",
              "Values are median [25th, 75th percentile] over repeats, for the committee trained on all data "
-             f"after generation {protocol.generations}.", ""]
+             f"after generation {protocol.generations}. Oracle calls include failed and rejected labels "
+             + (f"(rejected: more than {protocol.max_label_energy:g} kJ/mol above the data's lowest energy)"
+                if protocol.max_label_energy else "(no label energy cap)")
+             + "; labels kept are those trained on.", ""]
     figures = []
     if is_ala2:
         figures.append(_line_plot(out / "force_rmse_vs_oracle_calls.png", rows, samplers, "force_rmse",
@@ -181,13 +184,14 @@ def write_report(protocol, out: Path, rows: list[dict], points: dict, wall_secon
         figures.append(_line_plot(out / "coverage_vs_oracle_calls.png", rows, samplers, "coverage",
                                   f"coverage (bins below {protocol.metrics.fes_cutoff:g} kJ/mol)"))
         figures.append(_ramachandran_grid(out / "ramachandran.png", protocol, points))
-        header = ("| sampler | oracle calls | force RMSE | force MAE | energy MAE | coverage | basins found | "
+        header = ("| sampler | oracle calls | labels kept | force RMSE | force MAE | energy MAE | coverage | basins found | "
                   "NN force evals | sample s | train s | NN-MD stable |")
         lines += [header, "|" + "---|" * (header.count("|") - 1)]
         for name in samplers:
             f = final[name]
             lines.append(
-                f"| {name} | {_fmt([r['oracle_calls'] for r in f], 0)} | {_fmt([r['force_rmse'] for r in f])} | "
+                f"| {name} | {_fmt([r['oracle_calls'] for r in f], 0)} | {_fmt([r['new_labels'] for r in f], 0)} | "
+                f"{_fmt([r['force_rmse'] for r in f])} | "
                 f"{_fmt([r['force_mae'] for r in f])} | {_fmt([r['energy_mae'] for r in f])} | "
                 f"{_fmt([r['coverage'] for r in f], 3)} | {_fmt([r['basins_found'] for r in f], 0)} | "
                 f"{_fmt([r['force_evaluations'] for r in f], 0)} | {_fmt([r['seconds_sample'] for r in f], 0)} | "
