@@ -74,7 +74,10 @@ def basins_found(basin_names, all_basins) -> dict:
     return {basin: int((names == basin).sum()) for basin in all_basins}
 
 
-def nn_md_stability(committee, system, seeds, temperature: float = 300.0, timestep: float = 0.0005,
+STABILITY_TIMESTEP_PS = 0.0005  # 0.5 fs: the system has no constraints, so X-H bonds vibrate freely
+
+
+def nn_md_stability(committee, system, seeds, temperature: float = 300.0, timestep: float = STABILITY_TIMESTEP_PS,
                     n_steps: int = 20000, check_interval: int = 100, seed: int = 0, platform: str = "CPU") -> dict:
     """How long Langevin MD on the committee mean stays physical, per seed (ps).
 

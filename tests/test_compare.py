@@ -107,6 +107,8 @@ def test_ala2_protocol_ci_size(tmp_path):
     report = (out / "REPORT.md").read_text()
     label_rows = [line for line in report.splitlines() if line.startswith("| attack |")]
     assert len(label_rows) == 4 and "n/a" not in label_rows[-1], label_rows  # the last table: what it labelled
+    survival = float(label_rows[0].rstrip(" |").rsplit("|", 1)[1].split()[0])  # the first table's last column
+    assert 0 < survival <= 100 * 0.0005, label_rows[0]  # 100 stability steps of 0.5 fs
     # the diagnostics script reads the same folders: one row per sampler, every labelled pick counted
     diagnose = runpy.run_path(str(PROTOCOLS / "ala2_compare" / "diagnose.py"))
     text = diagnose["diagnose"](out)

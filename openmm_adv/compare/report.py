@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..analysis import STABILITY_TIMESTEP_PS  # noqa: E402
 from ..data import Dataset  # noqa: E402
 
 __all__ = ["write_report", "spread"]
@@ -185,7 +186,7 @@ def write_report(protocol, out: Path, rows: list[dict], points: dict, wall_secon
                                   f"coverage (bins below {protocol.metrics.fes_cutoff:g} kJ/mol)"))
         figures.append(_ramachandran_grid(out / "ramachandran.png", protocol, points))
         header = ("| sampler | oracle calls | labels kept | force RMSE | force MAE | energy MAE | coverage | basins found | "
-                  "NN force evals | sample s | train s | NN-MD stable |")
+                  "NN force evals | sample s | train s | NN-MD stable | NN-MD survival ps |")
         lines += [header, "|" + "---|" * (header.count("|") - 1)]
         for name in samplers:
             f = final[name]
@@ -195,8 +196,15 @@ def write_report(protocol, out: Path, rows: list[dict], points: dict, wall_secon
                 f"{_fmt([r['force_mae'] for r in f])} | {_fmt([r['energy_mae'] for r in f])} | "
                 f"{_fmt([r['coverage'] for r in f], 3)} | {_fmt([r['basins_found'] for r in f], 0)} | "
                 f"{_fmt([r['force_evaluations'] for r in f], 0)} | {_fmt([r['seconds_sample'] for r in f], 0)} | "
-                f"{_fmt([r['seconds_train'] for r in f], 0)} | {_fmt([r.get('stable_fraction') for r in f], 2)} |"
+                f"{_fmt([r['seconds_train'] for r in f], 0)} | {_fmt([r.get('stable_fraction') for r in f], 2)} | "
+                f"{_fmt([r.get('median_survival_ps') for r in f], 2)} |"
             )
+        steps = protocol.metrics.stability_steps
+        if steps:
+            lines += ["", f"NN-MD stable: share of {protocol.metrics.stability_seeds} replicas (test geometries spread "
+                          f"over the basins) of 300 K Langevin MD on the final committee's mean that keep every bond "
+                          f"and no clash for {steps * STABILITY_TIMESTEP_PS:g} ps ({steps} steps of {STABILITY_TIMESTEP_PS * 1000:g} fs); survival: the median "
+                          f"replica's time to its first broken bond or clash ({steps * STABILITY_TIMESTEP_PS:g} when it never failed)."]
         basin_keys = sorted({k for r in rows for k in r if k.startswith("force_rmse_")})
         if basin_keys:
             lines += ["", "Test force RMSE per basin (kJ/mol/nm):", "",
