@@ -197,6 +197,7 @@ def run_protocol(protocol: CompareProtocol, output_dir: str | Path, progress: bo
                 try:
                     results[(repeat, name)] = future.result()
                 except Exception as error:
+                    pool.shutdown(wait=True, cancel_futures=True)  # running loops finish, queued ones never start
                     raise RuntimeError(f"loop {name} repeat {repeat} failed: {error}; its folder "
                                        f"{out / 'runs' / name / f'rep{repeat:02d}'} keeps the finished stages, "
                                        "rerun the same command to resume") from error
