@@ -159,6 +159,12 @@ def _label_statistics(points: dict, name: str, repeats: int) -> dict:
     return {"energy_above_min": above, "share_above_50": high, "committee_error": error}
 
 
+def _stage_minutes(final: dict) -> float:
+    """Minutes of every loop's stages: the last generation's rows hold cumulative seconds."""
+    stages = ("seconds_sample", "seconds_select", "seconds_label", "seconds_train")
+    return sum(row.get(key, 0.0) for rows in final.values() for row in rows for key in stages) / 60
+
+
 def write_report(protocol, out: Path, rows: list[dict], points: dict, wall_seconds: float) -> dict:
     """Write ``metrics.csv``, ``metrics.json``, the figures and ``REPORT.md`` into ``out``."""
     samplers = list(protocol.samplers)
@@ -171,8 +177,9 @@ def write_report(protocol, out: Path, rows: list[dict], points: dict, wall_secon
              f"{len(samplers)} samplers x {protocol.repeats} repeats, {protocol.generations} generations, "
              f"{protocol.seeds} seeds per generation, at most {protocol.selection.max_selected} oracle calls per "
              f"generation; initial data: {protocol.initial_data.path} ({protocol.initial_data.max_frames or 'all'} "
-             f"frames); oracle: {protocol.oracle.kind}. Wall time of this run (including resumed work already "
-             f"done): {wall_seconds / 60:.1f} min.", "",
+             f"frames); oracle: {protocol.oracle.kind}. Sampling, selection, labelling and training summed over "
+             f"all loops: {_stage_minutes(final):.1f} min (one process each; metrics not included). Wall time of "
+             f"this invocation: {wall_seconds / 60:.1f} min (work resumed from an earlier one not included).", "",
              "Values are median [25th, 75th percentile] over repeats, for the committee trained on all data "
              f"after generation {protocol.generations}. Oracle calls include failed and rejected labels "
              + (f"(rejected: more than {protocol.max_label_energy:g} kJ/mol above the data's lowest energy)"
