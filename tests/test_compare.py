@@ -84,7 +84,7 @@ def test_ala2_protocol_ci_size(tmp_path):
     samplers = yaml.safe_load((PROTOCOLS / "ala2_compare" / "protocol.yaml").read_text())["samplers"]
     small = {
         "attack": {"kind": "attack", "options": {**samplers["attack"]["options"], "n_steps": 10}},
-        "reference_md": {**samplers["reference_md"], "options": {"n_steps": 200, "report_interval": 20},
+        "reference_md": {**samplers["reference_md"], "options": {"n_steps": 200, "report_interval": 20}, "seeds": 6,
                          "selection": {**samplers["reference_md"]["selection"], "max_selected": 4}},
         "random_displacement": {**samplers["random_displacement"],
                                 "selection": {**samplers["random_displacement"]["selection"], "max_selected": 4}},
@@ -102,9 +102,13 @@ def test_ala2_protocol_ci_size(tmp_path):
     for row in final:
         assert 0 < row["coverage"] <= 1 and row["force_rmse"] > 0 and row["oracle_calls"] <= 4, row
         assert 0 <= row["stable_fraction"] <= 1
+    # reference_md's own seed count (6, the protocol's 4): more proposals, the same label budget
+    first = json.loads((out / "runs" / "reference_md" / "rep00" / "log.jsonl").read_text().splitlines()[0])
+    assert first["samplers"]["reference_md"]["candidates"] == 6 * 200 // 20 and first["oracle_calls"] == 4, first
     for name in ("REPORT.md", "force_rmse_vs_oracle_calls.png", "coverage_vs_oracle_calls.png", "ramachandran.png"):
         assert (out / name).exists(), name
     report = (out / "REPORT.md").read_text()
+    assert "4 seeds per generation (reference_md 6)" in report
     label_rows = [line for line in report.splitlines() if line.startswith("| attack |")]
     assert len(label_rows) == 4 and "n/a" not in label_rows[-1], label_rows  # the last table: what it labelled
     survival = float(label_rows[0].rstrip(" |").rsplit("|", 1)[1].split()[0])  # the first table's last column

@@ -46,11 +46,13 @@ class MetricsConfig:
 @dataclass
 class SamplerEntry:
     """One sampler of the comparison: ``kind`` (see ``openmm-adv config loop``), its options,
-    and an optional selection that replaces the protocol's for this sampler."""
+    and optionally a selection and a number of seed geometries per generation that replace the
+    protocol's for this sampler (the oracle budget stays the selection's ``max_selected``)."""
 
     kind: str
     options: dict = field(default_factory=dict)
     selection: Optional[cfg.SelectionConfig] = None
+    seeds: Optional[int] = field(default=None, metadata={"ge": 1})
 
     def check(self, where: str) -> None:
         if self.kind not in cfg.SAMPLER_CONFIGS:
@@ -109,18 +111,19 @@ def _loop_for(protocol: CompareProtocol, out: Path, repeat: int, name: str, syst
     data_config = _repeat_data_config(protocol, repeat)
     data = load_data(data_config, system, where="initial_data")
     selection = entry.selection or protocol.selection
+    seeds = entry.seeds or protocol.seeds
     return ActiveLearningLoop(
         system=system, oracle=oracle, samplers=[build_sampler(entry.kind, entry.options, system, progress=False)],
         selector=build_selector(selection, system), trainer=trainer, initial_data=data,
         run_dir=out / "runs" / name / f"rep{repeat:02d}",
-        n_generations=protocol.generations, seeds_per_generation=protocol.seeds, seed=protocol.seed + repeat,
+        n_generations=protocol.generations, seeds_per_generation=seeds, seed=protocol.seed + repeat,
         metric=getattr(entry.options, "metric", "force_variance"), initial_committee=initial,
         label_workers=protocol.oracle.workers, final_training=True, progress=False,
         max_label_energy=protocol.max_label_energy,
         settings={"sampler": name, "kind": entry.kind, "options": asdict(entry.options),
                   "selection": asdict(selection), "model": asdict(protocol.model),
                   "training": asdict(protocol.training), "initial_data": asdict(data_config),
-                  "oracle": asdict(protocol.oracle), "seeds": protocol.seeds, "seed": protocol.seed + repeat,
+                  "oracle": asdict(protocol.oracle), "seeds": seeds, "seed": protocol.seed + repeat,
                   "max_label_energy": protocol.max_label_energy},
         echo=lambda message: None,
     )

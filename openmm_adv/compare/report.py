@@ -159,6 +159,11 @@ def _label_statistics(points: dict, name: str, repeats: int) -> dict:
     return {"energy_above_min": above, "share_above_50": high, "committee_error": error}
 
 
+def _own_seeds(protocol) -> str:
+    own = [f"{name} {entry.seeds}" for name, entry in protocol.samplers.items() if entry.seeds]
+    return f" ({', '.join(own)})" if own else ""
+
+
 def _stage_minutes(final: dict) -> float:
     """Minutes of every loop's stages: the last generation's rows hold cumulative seconds."""
     stages = ("seconds_sample", "seconds_select", "seconds_label", "seconds_train")
@@ -175,7 +180,7 @@ def write_report(protocol, out: Path, rows: list[dict], points: dict, wall_secon
     is_ala2 = protocol.system.name == "alanine_dipeptide"
     lines = [f"# {protocol.name}", "", protocol.description.strip(), "",
              f"{len(samplers)} samplers x {protocol.repeats} repeats, {protocol.generations} generations, "
-             f"{protocol.seeds} seeds per generation, at most {protocol.selection.max_selected} oracle calls per "
+             f"{protocol.seeds} seeds per generation{_own_seeds(protocol)}, at most {protocol.selection.max_selected} oracle calls per "
              f"generation; initial data: {protocol.initial_data.path} ({protocol.initial_data.max_frames or 'all'} "
              f"frames); oracle: {protocol.oracle.kind}. Sampling, selection, labelling and training summed over "
              f"all loops: {_stage_minutes(final):.1f} min (one process each; metrics not included). Wall time of "
