@@ -180,8 +180,8 @@ def write_report(protocol, out: Path, rows: list[dict], points: dict, wall_secon
     is_ala2 = protocol.system.name == "alanine_dipeptide"
     lines = [f"# {protocol.name}", "", protocol.description.strip(), "",
              f"{len(samplers)} samplers x {protocol.repeats} repeats, {protocol.generations} generations, "
-             f"{protocol.seeds} seeds per generation{_own_seeds(protocol)}, at most {protocol.selection.max_selected} oracle calls per "
-             f"generation; initial data: {protocol.initial_data.path} ({protocol.initial_data.max_frames or 'all'} "
+             f"{protocol.seeds} seeds per generation{_own_seeds(protocol)}, at most "
+             f"{protocol.selection.max_selected} oracle calls per generation; initial data: {protocol.initial_data.path} ({protocol.initial_data.max_frames or 'all'} "
              f"frames); oracle: {protocol.oracle.kind}. Sampling, selection, labelling and training summed over "
              f"all loops: {_stage_minutes(final):.1f} min (one process each; metrics not included). Wall time of "
              f"this invocation: {wall_seconds / 60:.1f} min (work resumed from an earlier one not included).", "",
@@ -213,10 +213,11 @@ def write_report(protocol, out: Path, rows: list[dict], points: dict, wall_secon
             )
         steps = protocol.metrics.stability_steps
         if steps:
+            ps, fs = steps * STABILITY_TIMESTEP_PS, STABILITY_TIMESTEP_PS * 1000
             lines += ["", f"NN-MD stable: share of {protocol.metrics.stability_seeds} replicas (test geometries spread "
                           f"over the basins) of 300 K Langevin MD on the final committee's mean that keep every bond "
-                          f"and no clash for {steps * STABILITY_TIMESTEP_PS:g} ps ({steps} steps of {STABILITY_TIMESTEP_PS * 1000:g} fs); survival: the median "
-                          f"replica's time to its first broken bond or clash ({steps * STABILITY_TIMESTEP_PS:g} when it never failed)."]
+                          f"and no clash for {ps:g} ps ({steps} steps of {fs:g} fs); survival: the median replica's "
+                          f"time to its first broken bond or clash ({ps:g} when it never failed)."]
         basin_keys = sorted({k for r in rows for k in r if k.startswith("force_rmse_")})
         if basin_keys:
             lines += ["", "Test force RMSE per basin (kJ/mol/nm):", "",
