@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 
 from ..analysis import STABILITY_TIMESTEP_PS  # noqa: E402
 from ..data import Dataset  # noqa: E402
+from ..loop import read_log  # noqa: E402
 
 __all__ = ["write_report", "spread"]
 
@@ -138,8 +139,6 @@ def _double_well_figure(path: Path, rows, samplers) -> Path:
 def _label_statistics(points: dict, name: str, repeats: int) -> dict:
     """What one sampler labelled, per repeat: reference energies of its new structures above
     the lowest initial energy, and the committee's energy error on them (from the loop logs)."""
-    from ..loop import read_log
-
     above, high, error = [], [], []
     for repeat in range(repeats):
         path = points.get((name, repeat))

@@ -18,13 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from openmm_adv.compare.report import spread
 from openmm_adv.data import Dataset
-from openmm_adv.reference_data import assign_basin
+from openmm_adv.reference_data import assign_basin, wrap_deg
 from openmm_adv.systems import alanine_dipeptide
-
-
-def _wrapped(degrees: np.ndarray) -> np.ndarray:
-    return (degrees + 180.0) % 360.0 - 180.0
 
 
 def _bond_lengths(positions: np.ndarray, bonds: np.ndarray) -> np.ndarray:
@@ -51,8 +48,8 @@ def loop_picks(run_dir: Path, system, bonds: np.ndarray) -> dict[str, np.ndarray
         e_ref = np.array([float(label["energy"]) for label in labels])[ok]
         pick_cv, seed_cv = system.compute_cvs(picks), system.compute_cvs(seeds)
         phi, psi = np.degrees(pick_cv["phi"]), np.degrees(pick_cv["psi"])
-        columns["dphi"].append(np.abs(_wrapped(phi - np.degrees(seed_cv["phi"]))))
-        columns["dpsi"].append(np.abs(_wrapped(psi - np.degrees(seed_cv["psi"]))))
+        columns["dphi"].append(np.abs(wrap_deg(phi - np.degrees(seed_cv["phi"]))))
+        columns["dpsi"].append(np.abs(wrap_deg(psi - np.degrees(seed_cv["psi"]))))
         ratio = _bond_lengths(picks, bonds) / _bond_lengths(seeds, bonds) - 1.0
         columns["bond_change"].append(np.sqrt(np.mean(ratio**2, axis=1)))
         columns["de_ref"].append(e_ref - seed_energy)
@@ -67,7 +64,7 @@ def loop_picks(run_dir: Path, system, bonds: np.ndarray) -> dict[str, np.ndarray
 def _median_iqr(values: np.ndarray, digits: int = 1) -> str:
     if values.size == 0:
         return "n/a"
-    q1, median, q3 = np.percentile(values, [25, 50, 75])
+    median, q1, q3 = spread(values)
     return f"{median:.{digits}f} [{q1:.{digits}f}, {q3:.{digits}f}]"
 
 
