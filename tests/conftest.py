@@ -14,10 +14,28 @@ def ala2():
     return alanine_dipeptide()
 
 
+def make_small_committee(atomic_numbers, architecture="painn", **options):
+    """A small untrained float64 committee of the given architecture (precise enough for finite
+    differences); ``painn_cutoff`` is the equivariant model on its explicit neighbour-list path."""
+    if architecture == "schnet":
+        return Committee.schnet(atomic_numbers, n_members=3, n_features=8, n_rbf=8, n_interactions=2,
+                                dtype=torch.float64, seed=3, **options)
+    if architecture == "painn_cutoff":
+        options["neighbor_list"] = "cutoff"
+    return Committee.painn(atomic_numbers, n_members=3, n_features=8, n_rbf=8, n_interactions=2,
+                           dtype=torch.float64, seed=3, **options)
+
+
 @pytest.fixture(scope="session")
 def small_committee(ala2):
-    """A small untrained float64 committee: precise enough for finite differences."""
-    return Committee.schnet(ala2.atomic_numbers, n_members=3, n_features=8, n_rbf=8, n_interactions=2, dtype=torch.float64, seed=3)
+    """A small untrained float64 committee of the default (equivariant) architecture."""
+    return make_small_committee(ala2.atomic_numbers)
+
+
+@pytest.fixture(scope="session", params=["painn", "painn_cutoff", "schnet"])
+def any_committee(request, ala2):
+    """The small committee of every architecture (and neighbour-list path)."""
+    return make_small_committee(ala2.atomic_numbers, request.param)
 
 
 @pytest.fixture

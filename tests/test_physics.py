@@ -9,7 +9,7 @@ import torch
 from openmm_adv.forces import uncertainty_force
 from openmm_adv.models import Committee
 
-from conftest import energy_forces, replica_context
+from conftest import energy_forces, make_small_committee, replica_context
 
 
 def random_rotation(seed):
@@ -17,23 +17,23 @@ def random_rotation(seed):
     return q * np.sign(np.linalg.det(q))
 
 
-def test_forces_are_minus_finite_difference_gradient(small_committee, perturbed):
+def test_forces_are_minus_finite_difference_gradient(any_committee, perturbed):
     x = perturbed(1)[0]
-    e, f = small_committee.energies_and_forces(x)
+    e, f = any_committee.energies_and_forces(x)
     h = 1e-5
     rng = np.random.default_rng(0)
     for atom, axis in zip(rng.integers(0, 22, 6), rng.integers(0, 3, 6)):
         plus, minus = x.copy(), x.copy()
         plus[atom, axis] += h
         minus[atom, axis] -= h
-        grad = (small_committee.energies(plus)[0] - small_committee.energies(minus)[0]) / (2 * h)
+        grad = (any_committee.energies(plus)[0] - any_committee.energies(minus)[0]) / (2 * h)
         np.testing.assert_allclose(f[0, :, atom, axis], -grad, rtol=1e-6, atol=1e-6)
 
 
-def test_uncertainty_force_is_minus_gradient_of_uncertainty(small_committee, perturbed):
+def test_uncertainty_force_is_minus_gradient_of_uncertainty(any_committee, perturbed):
     """The double-backward force (what attacks climb) against finite differences, through OpenMM."""
     x = perturbed(1)[0]
-    ctx = replica_context(uncertainty_force(small_committee, "force_variance"), 22)
+    ctx = replica_context(uncertainty_force(any_committee, "force_variance"), 22)
     _, forces = energy_forces(ctx, x)
     h = 1e-5
     for atom, axis in ((0, 0), (8, 1), (15, 2), (21, 0)):
@@ -44,30 +44,31 @@ def test_uncertainty_force_is_minus_gradient_of_uncertainty(small_committee, per
         assert forces[atom, axis] == pytest.approx(-grad, rel=1e-5, abs=1e-5)
 
 
-def test_rotation_translation_invariance(small_committee, perturbed):
+def test_rotation_translation_invariance(any_committee, perturbed):
     x = perturbed(1)[0]
     rot = random_rotation(1)
     moved = x @ rot.T + np.array([0.7, -1.3, 2.1])
-    e0, f0 = small_committee.energies_and_forces(x)
-    e1, f1 = small_committee.energies_and_forces(moved)
+    e0, f0 = any_committee.energies_and_forces(x)
+    e1, f1 = any_committee.energies_and_forces(moved)
     np.testing.assert_allclose(e1, e0, rtol=1e-10, atol=1e-9)
     np.testing.assert_allclose(f1, f0 @ rot.T, rtol=1e-8, atol=1e-8)  # forces rotate with the molecule
     for metric in ("force_variance", "max_force_deviation", "energy_std"):
-        np.testing.assert_allclose(small_committee.uncertainty(moved, metric), small_committee.uncertainty(x, metric), rtol=1e-8)
+        np.testing.assert_allclose(any_committee.uncertainty(moved, metric), any_committee.uncertainty(x, metric), rtol=1e-8)
 
 
-def test_permutation_of_equivalent_atoms(small_committee, perturbed):
+def test_permutation_of_equivalent_atoms(any_committee, perturbed):
     x = perturbed(1)[0]
     swapped = x.copy()
     swapped[[11, 12]] = x[[12, 11]]  # two hydrogens of the alanine methyl
-    e0, f0 = small_committee.energies_and_forces(x)
-    e1, f1 = small_committee.energies_and_forces(swapped)
+    e0, f0 = any_committee.energies_and_forces(x)
+    e1, f1 = any_committee.energies_and_forces(swapped)
     np.testing.assert_allclose(e1, e0, rtol=1e-10)
     np.testing.assert_allclose(f1[:, :, [12, 11]], f0[:, :, [11, 12]], rtol=1e-8, atol=1e-10)
 
 
-def test_identical_members_have_zero_uncertainty(ala2, perturbed):
-    c = Committee.schnet(ala2.atomic_numbers, n_members=3, n_features=8, n_rbf=8, dtype=torch.float64)
+@pytest.mark.parametrize("architecture", ["painn", "schnet"])
+def test_identical_members_have_zero_uncertainty(ala2, perturbed, architecture):
+    c = make_small_committee(ala2.atomic_numbers, architecture)
     with torch.no_grad():
         for p in c.potential.members.parameters():
             if p.dim() >= 1 and p.shape[0] == 3:
@@ -79,13 +80,14 @@ def test_identical_members_have_zero_uncertainty(ala2, perturbed):
     assert np.all(c.uncertainty(x, "force_variance") >= 0)
 
 
-def test_different_members_disagree(small_committee, perturbed):
-    assert np.all(small_committee.uncertainty(perturbed(2), "force_variance") > 1e-3)
+def test_different_members_disagree(any_committee, perturbed):
+    assert np.all(any_committee.uncertainty(perturbed(2), "force_variance") > 1e-3)
 
 
-def test_energy_is_smooth_across_the_cutoff(ala2):
+@pytest.mark.parametrize("architecture", ["painn", "painn_cutoff", "schnet"])
+def test_energy_is_smooth_across_the_cutoff(architecture):
     """Two atoms pulled through the cutoff: energy and force continuous (polynomial envelope)."""
-    c = Committee.schnet([6, 6], n_members=2, n_features=8, n_rbf=8, cutoff=0.5, dtype=torch.float64)
+    c = make_small_committee([6, 6], architecture, cutoff=0.5)
     r = np.linspace(0.49, 0.51, 201)
     x = np.zeros((len(r), 2, 3))
     x[:, 1, 0] = r

@@ -16,6 +16,7 @@ from .._errors import first_line
 from .ensemble import ModelEnsemble
 from .mlp import StackedMLP
 from .potential import CommitteePotential
+from .painn import StackedPaiNN
 from .schnet import StackedSchNet
 from .uncertainty import check_metric, uncertainty
 
@@ -59,6 +60,15 @@ class Committee:
         self.metadata.setdefault("units", {"length": "nm", "energy": "kJ/mol", "force": "kJ/mol/nm"})
 
     # ------------------------------------------------------------------ construction
+    @classmethod
+    def painn(cls, atomic_numbers: Sequence[int], n_members: int = 5, dtype=torch.float32, **hyper) -> "Committee":
+        """A new (untrained) member-stacked equivariant committee; see :class:`StackedPaiNN`.
+
+        The default architecture for molecules.
+        """
+        members = StackedPaiNN(atomic_numbers, n_members=n_members, **hyper).to(dtype)
+        return cls(CommitteePotential(members), {"architecture": "StackedPaiNN", "hyperparameters": members.hyperparameters})
+
     @classmethod
     def schnet(cls, atomic_numbers: Sequence[int], n_members: int = 5, dtype=torch.float32, **hyper) -> "Committee":
         """A new (untrained) member-stacked SchNet-like committee; see :class:`StackedSchNet`."""
