@@ -97,8 +97,10 @@ def run_train(config: cfg.TrainRunConfig, progress: bool = True, echo=print) -> 
     path = committee.save(config.output)
     summary = report.summary()
     Path(str(path) + ".training.json").write_text(json.dumps({**summary, "history": report.history}, indent=1) + "\n")
-    echo(f"validation energy MAE {summary['val_energy_mae_kj_mol']:.2f} kJ/mol, force MAE "
-         f"{summary['val_force_mae_kj_mol_nm']:.1f} kJ/mol/nm (best epoch {summary['best_epoch']}, "
+    echo(f"validation force MAE: members {summary['val_force_mae_kj_mol_nm']:.1f} kJ/mol/nm (mean), committee mean "
+         f"{summary['val_committee_force_mae_kj_mol_nm']:.1f}; energy MAE: members "
+         f"{summary['val_energy_mae_kj_mol']:.2f} kJ/mol, committee mean {summary['val_committee_energy_mae_kj_mol']:.2f} "
+         f"(best epoch {summary['best_epoch']}, "
          f"{summary['epochs_run']} epochs, {summary['wall_seconds']:.0f} s); wrote {path}")
     return summary
 

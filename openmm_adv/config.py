@@ -210,15 +210,20 @@ class OracleConfig:
 
 @dataclass
 class ModelConfig:
-    """The committee architecture: ``schnet`` (molecules) or ``mlp`` (2D toys)."""
+    """The committee architecture: ``painn`` (equivariant, the default for molecules),
+    ``schnet`` (the invariant first design) or ``mlp`` (2D toys). Unset (null) sizes take the
+    architecture's own defaults (:class:`openmm_adv.models.StackedPaiNN`, ``StackedSchNet``,
+    ``StackedMLP``); ``cutoff`` in nm; ``neighbor_list`` (painn): ``auto``, ``all_pairs`` or
+    ``cutoff``."""
 
-    architecture: str = field(default="schnet", **_limits(choices=("schnet", "mlp")))
+    architecture: str = field(default="painn", **_limits(choices=("painn", "schnet", "mlp")))
     n_members: int = field(default=5, **_limits(ge=2))
-    n_features: int = field(default=32, **_limits(ge=1))
-    n_rbf: int = field(default=32, **_limits(ge=1))
-    n_interactions: int = field(default=2, **_limits(ge=1))
-    cutoff: float = field(default=0.4, **_limits(gt=0.0))
-    hidden: int = field(default=64, **_limits(ge=1))
+    n_features: Optional[int] = field(default=None, **_limits(ge=1))
+    n_rbf: Optional[int] = field(default=None, **_limits(ge=1))
+    n_interactions: Optional[int] = field(default=None, **_limits(ge=1))
+    cutoff: Optional[float] = field(default=None, **_limits(gt=0.0))
+    neighbor_list: Optional[str] = field(default=None, **_limits(choices=("auto", "all_pairs", "cutoff")))
+    hidden: Optional[int] = field(default=None, **_limits(ge=1))
     seed: int = 0
 
 
@@ -228,16 +233,27 @@ class TrainingSection:
     trains every epoch and keeps the last state (no early stopping); ``warm_start_epochs: K``
     makes a loop fine-tune the previous generation's committee for K epochs instead of
     training every generation from scratch for ``epochs`` (at ``warm_start_learning_rate``,
-    default ``learning_rate``)."""
+    default ``learning_rate``); ``lr_schedule``: ``plateau`` or ``cosine``; ``ema_decay``:
+    moving average of the weights (null: off); ``final_energy_weight``: energy weight of the
+    last ``final_fraction`` of the epochs; ``energy_scale``: the model's output scale from the
+    energy spread (``energy_std``) or the RMS force (``force_rms``); ``split_seed`` fixes the validation split for the
+    whole run."""
 
     epochs: int = field(default=200, **_limits(ge=1))
     batch_size: int = field(default=32, **_limits(ge=1))
     learning_rate: float = field(default=3e-3, **_limits(gt=0.0))
     force_weight: float = field(default=10.0, **_limits(ge=0.0))
+    energy_weight: float = field(default=1.0, **_limits(ge=0.0))
+    final_energy_weight: Optional[float] = field(default=None, **_limits(ge=0.0))
+    final_fraction: float = field(default=0.2, **_limits(ge=0.0, le=1.0))
+    energy_scale: str = field(default="energy_std", **_limits(choices=("energy_std", "force_rms")))
     validation_fraction: float = field(default=0.1, **_limits(gt=0.0, lt=1.0))
+    split_seed: int = 0
     patience: int = field(default=30, **_limits(ge=1))
     bootstrap: bool = True
+    lr_schedule: str = field(default="plateau", **_limits(choices=("plateau", "cosine")))
     min_learning_rate: float = field(default=1e-5, **_limits(gt=0.0))
+    ema_decay: Optional[float] = field(default=None, **_limits(gt=0.0, lt=1.0))
     keep_best: bool = True
     warm_start_epochs: Optional[int] = field(default=None, **_limits(ge=1))
     warm_start_learning_rate: Optional[float] = field(default=None, **_limits(gt=0.0))

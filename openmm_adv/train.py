@@ -13,27 +13,46 @@ from tqdm.auto import tqdm
 
 from .models.committee import Committee, dataset_hash
 
-__all__ = ["CommitteeTrainer", "TrainingConfig", "TrainingReport", "train_committee"]
+__all__ = ["CommitteeTrainer", "TrainingConfig", "TrainingReport", "check_finite_labels", "train_committee", "validation_mask"]
 
 
 @dataclass
 class TrainingConfig:
     """Hyperparameters of :func:`train_committee`.
 
-    The loss of member m is ``mse_E / s_E^2 + force_weight * mse_F / s_F^2`` with ``s_E`` the
-    standard deviation of the training energies and ``s_F`` the RMS training force, so the
-    weight means the same thing for any molecule and unit system.
+    The loss of member m is ``energy_weight * mse_E / s_E^2 + force_weight * mse_F / s_F^2``
+    with ``s_E`` the standard deviation of the training energies and ``s_F`` the RMS training
+    force, so the weights mean the same thing for any molecule and unit system.
     """
 
     epochs: int = 200
     batch_size: int = 32
     learning_rate: float = 3e-3
     force_weight: float = 10.0
+    energy_weight: float = 1.0
+    # Energy weight for the last ``final_fraction`` of the epochs (MACE's second stage: forces
+    # first, then the energies are pulled in); None keeps ``energy_weight`` throughout.
+    final_energy_weight: Optional[float] = None
+    final_fraction: float = 0.2
+    # The model's output scale: "energy_std" (standard deviation of the training energies) or
+    # "force_rms" (RMS training force times 0.1 nm, NequIP's choice in Angstrom units): for
+    # stiff molecules the forces, not the energy spread, set the size of what must be learned.
+    energy_scale: str = "energy_std"
     validation_fraction: float = 0.1
+    # The validation split is drawn from this seed alone, structure by structure, so it is the
+    # same for every generation of a run: data appended later never moves an old structure
+    # between the splits (a warm start must not validate on frames it was trained on).
+    split_seed: int = 0
     patience: int = 30
     bootstrap: bool = True
     seed: int = 0
+    # "plateau": halve the rate when the validation loss stalls; "cosine": decay from
+    # learning_rate to min_learning_rate over the epochs (better for a fixed epoch budget).
+    lr_schedule: str = "plateau"
     min_learning_rate: float = 1e-5
+    # Exponential moving average of the weights, used for validation and kept at the end
+    # (None: the raw weights).
+    ema_decay: Optional[float] = None
     # False: train every epoch and keep the last state. For tiny datasets, whose 2-3 validation
     # structures say little: near a minimum an untrained model (zero forces) can score best.
     keep_best: bool = True
@@ -44,10 +63,25 @@ class TrainingConfig:
     # steps on the new data throw the model out of the minimum it was started in.
     warm_start_learning_rate: Optional[float] = None
 
+    def __post_init__(self):
+        if self.energy_scale not in ("energy_std", "force_rms"):
+            raise ValueError(f"energy_scale must be 'energy_std' or 'force_rms', got {self.energy_scale!r}")
+        if self.lr_schedule not in ("plateau", "cosine"):
+            raise ValueError(f"lr_schedule must be 'plateau' or 'cosine', got {self.lr_schedule!r}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
+        if not 0.0 <= self.final_fraction <= 1.0:
+            raise ValueError(f"final_fraction must be in [0, 1], got {self.final_fraction}")
+        for name in ("learning_rate", "force_weight", "energy_weight", "min_learning_rate"):
+            value = getattr(self, name)
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite non-negative number, got {value}")
+
 
 @dataclass
 class TrainingReport:
-    """Per-member validation errors (kJ/mol, kJ/mol/nm) and the history of the mean loss."""
+    """Validation errors (kJ/mol, kJ/mol/nm) per member and of the committee mean, and the
+    history of the validation loss."""
 
     energy_mae: list
     force_mae: list
@@ -57,32 +91,103 @@ class TrainingReport:
     epochs_run: int
     wall_seconds: float
     history: list = field(default_factory=list)
+    committee: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
-        return {
+        out = {
             "val_energy_mae_kj_mol": float(np.mean(self.energy_mae)),
             "val_force_mae_kj_mol_nm": float(np.mean(self.force_mae)),
             "val_energy_rmse_kj_mol": float(np.mean(self.energy_rmse)),
             "val_force_rmse_kj_mol_nm": float(np.mean(self.force_rmse)),
+            "val_member_force_mae_kj_mol_nm": [float(v) for v in self.force_mae],
             "best_epoch": self.best_epoch,
             "epochs_run": self.epochs_run,
             "wall_seconds": self.wall_seconds,
         }
+        out.update({f"val_committee_{k}": float(v) for k, v in self.committee.items()})
+        return out
+
+
+def validation_mask(n: int, fraction: float, split_seed: int = 0) -> np.ndarray:
+    """Which of ``n`` structures are validation structures, stable as the data grow.
+
+    Structure i is in the validation split when the i-th draw of a generator seeded with
+    ``split_seed`` is below ``fraction``; the draws of the first n structures do not depend on
+    how many follow, so appending data never moves a structure between the splits. At least
+    one structure is always held out.
+    """
+    u = np.random.default_rng(split_seed).random(n)
+    mask = u < fraction
+    if not mask.any():
+        mask[int(np.argmin(u))] = True
+    if mask.all():
+        mask[int(np.argmax(u))] = False
+    return mask
+
+
+def check_finite_labels(positions, energies, forces) -> None:
+    """Raise ``ValueError`` naming the frames whose positions, energies or forces are not finite."""
+    bad = {}
+    for name, array in (("positions", positions), ("energies", energies), ("forces", forces)):
+        a = np.asarray(array, dtype=np.float64)
+        finite = np.isfinite(a.reshape(len(a), -1)).all(1)
+        if not finite.all():
+            bad[name] = np.flatnonzero(~finite)
+    if bad:
+        parts = [f"{name} at frames {idx[:10].tolist()}{' ...' if len(idx) > 10 else ''}" for name, idx in bad.items()]
+        raise ValueError(
+            "the training data contain non-finite values (" + "; ".join(parts) + "); remove or relabel those "
+            "frames before training (a committee trained on them would predict NaN)")
 
 
 def _errors(potential, positions, energies, forces, batch_size=128):
-    e_err, f_err = [], []
+    """Validation errors per member (lists) and of the committee mean (dict), in float64."""
+    e_err, f_err, e_mean_err, f_mean_err = [], [], [], []
     for s in range(0, len(positions), batch_size):
         e, f = potential.energies_and_forces(positions[s : s + batch_size], False)
-        e_err.append(e - energies[s : s + batch_size, None])
-        f_err.append(f - forces[s : s + batch_size, None])
+        e, f = e.double(), f.double()
+        ref_e, ref_f = energies[s : s + batch_size].double(), forces[s : s + batch_size].double()
+        e_err.append(e - ref_e[:, None])
+        f_err.append(f - ref_f[:, None])
+        e_mean_err.append(e.mean(1) - ref_e)
+        f_mean_err.append(f.mean(1) - ref_f)
     e_err, f_err = torch.cat(e_err), torch.cat(f_err)  # [V, M], [V, M, N, 3]
+    e_mean_err, f_mean_err = torch.cat(e_mean_err), torch.cat(f_mean_err)
+    committee = {
+        "energy_mae_kj_mol": float(e_mean_err.abs().mean()),
+        "energy_rmse_kj_mol": float(e_mean_err.pow(2).mean().sqrt()),
+        "force_mae_kj_mol_nm": float(f_mean_err.abs().mean()),
+        "force_rmse_kj_mol_nm": float(f_mean_err.pow(2).mean().sqrt()),
+    }
     return (
         e_err.abs().mean(0).tolist(),
         f_err.abs().mean(dim=(0, 2, 3)).tolist(),
         e_err.pow(2).mean(0).sqrt().tolist(),
         f_err.pow(2).mean(dim=(0, 2, 3)).sqrt().tolist(),
+        committee,
     )
+
+
+class _EMA:
+    """Exponential moving average of a module's floating-point parameters."""
+
+    def __init__(self, module: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        self.shadow = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        torch._foreach_mul_(self.shadow, self.decay)
+        torch._foreach_add_(self.shadow, [p.detach() for p in self.params], alpha=1.0 - self.decay)
+
+    @torch.no_grad()
+    def swap(self) -> None:
+        """Exchange the live and the averaged weights (call twice to undo)."""
+        for p, q in zip(self.params, self.shadow):
+            tmp = p.detach().clone()
+            p.copy_(q)
+            q.copy_(tmp)
 
 
 def train_committee(committee: Committee, positions, energies, forces, config: TrainingConfig | None = None,
@@ -94,25 +199,34 @@ def train_committee(committee: Committee, positions, energies, forces, config: T
     The energy shift/scale of the model are set from the data (``keep_energy_scale=True``
     keeps those of a fine-tuned model, whose weights were fitted to them); the best state on
     the validation split is kept (early stopping). The committee's metadata gets the training
-    energies (for the attack's normalisation), the data hash and the validation metrics.
+    energies (for the attack's normalisation), the data hash and the validation metrics of
+    every member and of the committee mean.
+
+    Raises
+    ------
+    ValueError
+        Non-finite values in the data (the frames are named), too few structures, or a
+        training run that diverged (non-finite loss).
     """
     config = config or TrainingConfig()
     if committee.is_scripted:
-        raise ValueError("train the eager committee (Committee.schnet / Committee.mlp), then save it")
+        raise ValueError("train the eager committee (Committee.painn / Committee.schnet / Committee.mlp), then save it")
+    n = len(positions)
+    if n < 4 or len(energies) != n or len(forces) != n:
+        raise ValueError(f"need matching positions/energies/forces with at least 4 structures, got "
+                         f"{len(positions)}, {len(energies)}, {len(forces)}")
+    check_finite_labels(positions, energies, forces)
     potential = committee.potential
     members = potential.members
     dtype = potential.dtype_probe.dtype
     x = torch.as_tensor(np.asarray(positions), dtype=dtype)
-    e = torch.as_tensor(np.asarray(energies), dtype=dtype)
+    e = torch.as_tensor(np.asarray(energies, dtype=np.float64))
     f = torch.as_tensor(np.asarray(forces), dtype=dtype)
-    n = len(x)
-    if n < 4 or len(e) != n or len(f) != n:
-        raise ValueError(f"need matching positions/energies/forces with at least 4 structures, got {len(x)}, {len(e)}, {len(f)}")
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
-    order = rng.permutation(n)
-    n_val = max(1, int(round(config.validation_fraction * n)))
-    val, train = order[:n_val], order[n_val:]
+    is_val = validation_mask(n, config.validation_fraction, config.split_seed)
+    val, train = np.flatnonzero(is_val), np.flatnonzero(~is_val)
+    n_val = len(val)
     m = committee.n_members
     # Bootstrap: member k weights each training structure by how often it was drawn.
     if config.bootstrap:
@@ -121,47 +235,85 @@ def train_committee(committee: Committee, positions, energies, forces, config: T
         weights = np.ones((m, len(train)))
     weights = torch.as_tensor(weights, dtype=dtype)
 
-    s_e = float(e[train].std().clamp_min(1e-3))
-    s_f = float(f[train].pow(2).mean().sqrt().clamp_min(1e-3))
+    s_e = float(e[train].std().clamp_min(1e-3)) if len(train) > 1 else 1.0
+    s_f = float(f[train].double().pow(2).mean().sqrt().clamp_min(1e-3))
     if not keep_energy_scale:
         with torch.no_grad():
             members.energy_shift.fill_(float(e[train].mean()))
-            members.energy_scale.fill_(s_e)
+            members.energy_scale.fill_(s_e if config.energy_scale == "energy_std" else 0.1 * s_f)
+    # Energies are compared after removing the shift in float64, so float32 members do not
+    # lose digits on large absolute energies (xTB: -1e5 kJ/mol).
+    shift = float(members.energy_shift)
+    e_rel = (e - shift).to(dtype)
 
     optimiser = torch.optim.Adam(potential.parameters(), lr=config.learning_rate)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=0.5, patience=max(2, config.patience // 3),
-                                                           min_lr=config.min_learning_rate)
+    if config.lr_schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, config.epochs),
+                                                               eta_min=config.min_learning_rate)
+    else:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=0.5, patience=max(2, config.patience // 3),
+                                                               min_lr=config.min_learning_rate)
+    ema = _EMA(potential, config.ema_decay) if config.ema_decay is not None else None
+    final_start = config.epochs - int(round(config.final_fraction * config.epochs))
     best_loss, best_state, best_epoch, history = np.inf, None, -1, []
     start = time.perf_counter()
     bar = tqdm(range(config.epochs), desc="training", disable=not progress, leave=False)
     epoch = -1
     for epoch in bar:
+        energy_weight = config.energy_weight
+        if config.final_energy_weight is not None and epoch >= final_start:
+            energy_weight = config.final_energy_weight
         perm = rng.permutation(len(train))
         for s in range(0, len(perm), config.batch_size):
             batch = perm[s : s + config.batch_size]
             idx = train[batch]
             pred_e, pred_f = potential.energies_and_forces(x[idx], True)
             w = weights[:, batch].T  # [b, M]
-            loss_e = ((pred_e - e[idx, None]).pow(2) * w).sum(0) / w.sum(0).clamp_min(1)
+            loss_e = ((pred_e - shift - e_rel[idx, None]).pow(2) * w).sum(0) / w.sum(0).clamp_min(1)
             loss_f = ((pred_f - f[idx, None]).pow(2).mean(dim=(2, 3)) * w).sum(0) / w.sum(0).clamp_min(1)
-            loss = (loss_e / s_e**2 + config.force_weight * loss_f / s_f**2).sum()
+            loss = (energy_weight * loss_e / s_e**2 + config.force_weight * loss_f / s_f**2).sum()
+            if not torch.isfinite(loss):
+                raise ValueError(
+                    f"training diverged at epoch {epoch} (non-finite loss); lower learning_rate "
+                    f"(now {optimiser.param_groups[0]['lr']:.2g}) or check the data for outliers")
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-        e_mae, f_mae, e_rmse, f_rmse = _errors(potential, x[val], e[val], f[val])
-        val_loss = float(np.mean(np.square(e_rmse)) / s_e**2 + config.force_weight * np.mean(np.square(f_rmse)) / s_f**2)
-        scheduler.step(val_loss)
+            if ema is not None:
+                ema.update()
+        if ema is not None:
+            ema.swap()
+        e_mae, f_mae, e_rmse, f_rmse, comm = _errors(potential, x[val], e[val], f[val])
+        val_loss = float(energy_weight * np.mean(np.square(e_rmse)) / s_e**2
+                         + config.force_weight * np.mean(np.square(f_rmse)) / s_f**2)
+        if config.lr_schedule == "cosine":
+            scheduler.step()
+        else:
+            scheduler.step(val_loss)
         history.append({"epoch": epoch, "val_loss": val_loss, "val_energy_mae": float(np.mean(e_mae)),
-                        "val_force_mae": float(np.mean(f_mae)), "lr": optimiser.param_groups[0]["lr"]})
+                        "val_force_mae": float(np.mean(f_mae)), "val_committee_force_mae": comm["force_mae_kj_mol_nm"],
+                        "lr": optimiser.param_groups[0]["lr"]})
         bar.set_postfix(E_mae=f"{np.mean(e_mae):.2f}", F_mae=f"{np.mean(f_mae):.1f}")
-        if val_loss < best_loss or not config.keep_best:
+        # The energy weight of the final stage changes the loss's scale: compare within a stage.
+        if epoch == final_start and config.final_energy_weight is not None:
+            best_loss = np.inf
+        improved = np.isfinite(val_loss) and val_loss < best_loss
+        if improved or not config.keep_best:
             best_loss, best_state, best_epoch = val_loss, copy.deepcopy(potential.state_dict()), epoch
-        elif epoch - best_epoch >= config.patience:
+        if ema is not None:
+            ema.swap()
+        if not improved and config.keep_best and epoch - best_epoch >= config.patience and config.lr_schedule == "plateau":
             break
     bar.close()
+    if best_state is None:
+        raise ValueError("training produced no finite validation loss; lower learning_rate or check the data")
     potential.load_state_dict(best_state)
-    e_mae, f_mae, e_rmse, f_rmse = _errors(potential, x[val], e[val], f[val])
-    report = TrainingReport(e_mae, f_mae, e_rmse, f_rmse, best_epoch, epoch + 1, time.perf_counter() - start, history)
+    e_mae, f_mae, e_rmse, f_rmse, comm = _errors(potential, x[val], e[val], f[val])
+    if not np.all(np.isfinite(e_mae + f_mae)):
+        raise ValueError("the trained committee predicts non-finite values on the validation split; "
+                         "lower learning_rate or check the data")
+    report = TrainingReport(e_mae, f_mae, e_rmse, f_rmse, best_epoch, epoch + 1, time.perf_counter() - start,
+                            history, comm)
     committee.metadata.update(
         training_energies=[float(v) for v in np.asarray(energies)[train]],
         training_data_hash=dataset_hash(np.asarray(positions), np.asarray(energies), np.asarray(forces)),
@@ -171,6 +323,13 @@ def train_committee(committee: Committee, positions, energies, forces, config: T
         n_validation=int(n_val),
     )
     return report
+
+
+_MODEL_OPTIONS = {
+    "painn": {"n_members", "n_features", "n_rbf", "n_interactions", "cutoff", "neighbor_list", "seed"},
+    "schnet": {"n_members", "n_features", "n_rbf", "n_interactions", "cutoff", "seed"},
+    "mlp": {"n_members", "hidden", "seed"},
+}
 
 
 @dataclass
@@ -184,33 +343,41 @@ class CommitteeTrainer:
 
     Parameters
     ----------
-    architecture : {"schnet", "mlp"}
-        ``schnet`` for molecules; ``mlp`` for the one-particle 2D toys.
+    architecture : {"painn", "schnet", "mlp"}
+        ``painn`` (equivariant, default) or ``schnet`` for molecules; ``mlp`` for the
+        one-particle 2D toys.
     model_options : dict
-        Keyword arguments of :meth:`Committee.schnet` / :meth:`Committee.mlp` (``n_members``,
-        ``n_features``, ``n_rbf``, ``n_interactions``, ``cutoff``, ``hidden``, ``seed``).
+        Keyword arguments of :meth:`Committee.painn` / :meth:`Committee.schnet` /
+        :meth:`Committee.mlp` (``n_members``, ``n_features``, ``n_rbf``, ``n_interactions``,
+        ``cutoff``, ``neighbor_list``, ``hidden``, ``seed``); options another architecture
+        does not take are ignored, None means the architecture's default.
     config : TrainingConfig
     progress : bool
     """
 
-    architecture: str = "schnet"
+    architecture: str = "painn"
     model_options: dict = field(default_factory=dict)
     config: TrainingConfig = field(default_factory=TrainingConfig)
     progress: bool = True
 
     def __post_init__(self):
-        if self.architecture not in ("schnet", "mlp"):
-            raise ValueError(f"architecture must be 'schnet' or 'mlp', got {self.architecture!r}")
+        if self.architecture not in _MODEL_OPTIONS:
+            raise ValueError(f"architecture must be one of {sorted(_MODEL_OPTIONS)}, got {self.architecture!r}")
 
     def new_committee(self, atomic_numbers, seed: int = 0) -> Committee:
-        """An untrained committee; ``seed`` is added to the model's initialisation seed."""
-        options = dict(self.model_options)
+        """An untrained committee; ``seed`` is added to the model's initialisation seed.
+
+        Options set to None take the architecture's defaults.
+        """
+        options = {k: v for k, v in self.model_options.items() if v is not None}
         options["seed"] = int(options.get("seed", 0)) + int(seed)
+        allowed = _MODEL_OPTIONS[self.architecture]
+        options = {k: v for k, v in options.items() if k in allowed}
         if self.architecture == "mlp":
-            allowed = {"n_members", "hidden", "seed"}
-            return Committee.mlp(n_atoms=len(atomic_numbers), **{k: v for k, v in options.items() if k in allowed})
-        allowed = {"n_members", "n_features", "n_rbf", "n_interactions", "cutoff", "seed"}
-        return Committee.schnet(atomic_numbers, **{k: v for k, v in options.items() if k in allowed})
+            return Committee.mlp(n_atoms=len(atomic_numbers), **options)
+        if self.architecture == "schnet":
+            return Committee.schnet(atomic_numbers, **options)
+        return Committee.painn(atomic_numbers, **options)
 
     def train(self, dataset, seed: int = 0, start_from: Committee | None = None) -> tuple[Committee, TrainingReport]:
         """Train a committee on every record of ``dataset`` (its own validation split inside).

@@ -7,7 +7,7 @@ import torch
 from openmm_adv.data import Dataset, read_extxyz, write_extxyz
 from openmm_adv.models import Committee
 from openmm_adv.systems import double_well
-from openmm_adv.train import CommitteeTrainer, TrainingConfig, train_committee
+from openmm_adv.train import CommitteeTrainer, TrainingConfig, train_committee, validation_mask
 
 
 def test_dataset_round_trip(tmp_path, ala2, perturbed):
@@ -54,7 +54,8 @@ def test_training_fits_the_double_well():
     before = np.abs(committee.energies(x).mean(1) - e).mean()
     report = train_committee(committee, x, e, f, TrainingConfig(epochs=60, batch_size=32, learning_rate=1e-2, patience=60), progress=False)
     assert report.summary()["val_energy_mae_kj_mol"] < 0.25 * before
-    assert len(committee.metadata["training_energies"]) == 256 - 26
+    n_val = committee.metadata["n_validation"]
+    assert 10 <= n_val <= 45 and len(committee.metadata["training_energies"]) == 256 - n_val
     assert committee.metadata["metrics"]["epochs_run"] == report.epochs_run
     # members stay different (bootstrap + different initialisation)
     assert committee.uncertainty(x[:4]).min() > 0
@@ -117,3 +118,69 @@ def test_warm_start_refuses_another_architecture():
     source, _ = small.train(data)
     with pytest.raises(ValueError, match="another architecture or hyperparameters"):
         big.train(data, start_from=source)
+
+
+def test_validation_split_is_fixed_as_the_data_grow():
+    small, large = validation_mask(100, 0.1, split_seed=4), validation_mask(180, 0.1, split_seed=4)
+    np.testing.assert_array_equal(large[:100], small)
+    assert 0.03 < large.mean() < 0.2
+    assert validation_mask(3, 0.01).sum() == 1 and validation_mask(3, 0.99).sum() == 2
+    # two generations of a run: every structure keeps its split, whatever the seed offset
+    first, second = _toy_dataset(40, 0), _toy_dataset(40, 0)
+    second.append(_toy_dataset(30, 1).positions, _toy_dataset(30, 1).energies, _toy_dataset(30, 1).forces,
+                  generation=1, sampler="test", oracle="analytic")
+    trainer = CommitteeTrainer("mlp", {"n_members": 2, "hidden": 8}, TrainingConfig(epochs=1), progress=False)
+    c1, _ = trainer.train(first, seed=0)
+    c2, _ = trainer.train(second, seed=1)
+    n1 = len(c1.metadata["training_energies"])
+    assert c2.metadata["training_energies"][:n1] == c1.metadata["training_energies"]
+
+
+def test_non_finite_labels_are_refused_with_their_frames():
+    data = _toy_dataset(12, 0)
+    e, f = data.energies.copy(), data.forces.copy()
+    e[7] = np.nan
+    f[3, 0, 1] = np.inf
+    committee = Committee.mlp(n_members=2, hidden=8)
+    with pytest.raises(ValueError, match=r"energies at frames \[7\]; forces at frames \[3\]"):
+        train_committee(committee, data.positions, e, f, TrainingConfig(epochs=1), progress=False)
+    with pytest.raises(ValueError, match="non-finite"):
+        train_committee(committee, data.positions, e, f, TrainingConfig(epochs=1, keep_best=False), progress=False)
+
+
+def test_diverging_training_is_an_error_not_a_nan_committee():
+    data = _toy_dataset(32, 0)
+    committee = Committee.mlp(n_members=2, hidden=8)
+    with pytest.raises(ValueError, match="diverged|non-finite"):
+        train_committee(committee, data.positions, data.energies, data.forces,
+                        TrainingConfig(epochs=20, learning_rate=1e30, keep_best=False), progress=False)
+
+
+def test_committee_and_member_errors_are_reported():
+    data = _toy_dataset(64, 0)
+    committee = Committee.mlp(n_members=3, hidden=16, seed=2)
+    report = train_committee(committee, data.positions, data.energies, data.forces,
+                             TrainingConfig(epochs=5, ema_decay=0.9, lr_schedule="cosine"), progress=False)
+    summary = report.summary()
+    assert len(summary["val_member_force_mae_kj_mol_nm"]) == 3
+    # the mean's absolute error is at most the members' mean absolute error (triangle inequality)
+    assert summary["val_committee_force_mae_kj_mol_nm"] <= summary["val_force_mae_kj_mol_nm"] + 1e-9
+    assert summary["val_committee_energy_mae_kj_mol"] <= summary["val_energy_mae_kj_mol"] + 1e-9
+    assert committee.metadata["metrics"]["val_committee_force_mae_kj_mol_nm"] == summary["val_committee_force_mae_kj_mol_nm"]
+    # cosine schedule: the rate decays to its floor over the epochs
+    assert report.history[-1]["lr"] < 0.1 * report.history[0]["lr"]
+
+
+def test_ema_weights_are_the_ones_kept():
+    data = _toy_dataset(64, 0)
+    raw, averaged = Committee.mlp(n_members=2, hidden=8, seed=2), Committee.mlp(n_members=2, hidden=8, seed=2)
+    config = dict(epochs=6, keep_best=False, bootstrap=False)
+    train_committee(raw, data.positions, data.energies, data.forces, TrainingConfig(**config), progress=False)
+    train_committee(averaged, data.positions, data.energies, data.forces, TrainingConfig(ema_decay=0.99, **config),
+                    progress=False)
+    untrained = Committee.mlp(n_members=2, hidden=8, seed=2)
+    probe = data.positions[:8]
+    # with decay 0.99 over ~12 steps the average stays close to the initial weights
+    d_avg = np.abs(averaged.energies(probe) - untrained.energies(probe)).max()
+    d_raw = np.abs(raw.energies(probe) - untrained.energies(probe)).max()
+    assert d_avg < d_raw

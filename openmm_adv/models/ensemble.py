@@ -31,10 +31,14 @@ class ModelEnsemble(nn.Module):
         self.n_atoms = len(list(atomic_numbers))
         self.hyperparameters = dict(n_members=self.n_members, member_types=[type(m).__name__ for m in members])
         self.register_buffer("atomic_numbers", torch.as_tensor(list(atomic_numbers), dtype=torch.long))
+        # energy = scale * member energy + shift: identity for ready-made models; the trainer
+        # sets them from the data when it fits the members (as for the stacked models).
+        self.register_buffer("energy_shift", torch.zeros(()))
+        self.register_buffer("energy_scale", torch.ones(()))
 
     def forward(self, positions: Tensor) -> Tensor:
         """Energies ``[B, M]`` for per-member positions ``[B, M, N, 3]``."""
         energies: list[Tensor] = []
         for m, member in enumerate(self.members):
             energies.append(member(positions[:, m]).reshape(positions.shape[0]))
-        return torch.stack(energies, dim=1)
+        return self.energy_scale * torch.stack(energies, dim=1) + self.energy_shift
