@@ -10,6 +10,7 @@ import numpy as np
 
 __all__ = [
     "test_set_errors",
+    "accuracy_and_calibration",
     "ramachandran_bins",
     "coverage",
     "basins_found",
@@ -46,6 +47,73 @@ def test_set_errors(committee, test_positions, test_energies, test_forces, basin
     if basins is not None:
         basins = np.asarray(basins)
         out["per_basin"] = {name: block(basins == name) for name in sorted(set(basins.tolist())) if name}
+    return out
+
+
+def accuracy_and_calibration(committee, test_positions, test_energies, test_forces, groups=None,
+                             reference_group: str | None = None, metric: str = "force_variance",
+                             batch_size: int = 256) -> dict:
+    """Committee-mean errors (overall and per group) and how well the uncertainty ranks them.
+
+    Parameters
+    ----------
+    committee : Committee
+    test_positions, test_energies, test_forces : array_like
+        A labelled test set (nm, kJ/mol, kJ/mol/nm).
+    groups : array_like of str, optional
+        A group name per structure (e.g. the phi/psi basin; ``""`` for none).
+    reference_group : str, optional
+        The group the committee was trained in: uncertainties of the other groups are reported
+        relative to its median.
+    metric : str
+        The uncertainty metric (see :mod:`openmm_adv.models.uncertainty`).
+
+    Returns
+    -------
+    dict
+        ``errors`` (as :func:`test_set_errors`, with ``member_force_mae`` per member and
+        ``per_group`` errors), ``calibration`` (:func:`openmm_adv.calibration.calibration_report`
+        of the uncertainty against each structure's RMS force error), ``median_uncertainty``
+        per group.
+    """
+    from .calibration import calibration_report, per_frame_force_rmse
+    from .models.uncertainty import uncertainty as uncertainty_of
+
+    import torch
+
+    x = np.asarray(test_positions)
+    e_ref, f_ref = np.asarray(test_energies, dtype=np.float64), np.asarray(test_forces, dtype=np.float64)
+    e_mean, f_mean, u, member_f_abs = [], [], [], []
+    for s in range(0, len(x), batch_size):
+        e, f = committee.energies_and_forces(x[s : s + batch_size])
+        e_mean.append(e.mean(1))
+        f_mean.append(f.mean(1))
+        u.append(uncertainty_of(torch.from_numpy(e), torch.from_numpy(f), metric).numpy())
+        member_f_abs.append(np.abs(f - f_ref[s : s + batch_size, None]).mean(axis=(2, 3)))
+    e_mean, f_mean, u = np.concatenate(e_mean), np.concatenate(f_mean), np.concatenate(u)
+    member_f_abs = np.concatenate(member_f_abs)  # [S, M]
+    de, df = e_mean - e_ref, f_mean - f_ref
+
+    def block(mask) -> dict:
+        return {
+            "n": int(mask.sum()),
+            "force_mae": float(np.mean(np.abs(df[mask]))),
+            "force_rmse": float(np.sqrt(np.mean(df[mask] ** 2))),
+            "energy_mae_shifted": float(np.mean(np.abs(de[mask] - np.mean(de)))),
+            "member_force_mae": [float(v) for v in member_f_abs[mask].mean(0)],
+        }
+
+    everything = np.ones(len(x), dtype=bool)
+    errors = block(everything)
+    errors["energy_mae"] = float(np.mean(np.abs(de)))
+    out = {"metric": metric, "errors": errors}
+    err = per_frame_force_rmse(f_mean, f_ref)
+    out["calibration"] = calibration_report(u, err, groups, reference_group)
+    if groups is not None:
+        groups = np.asarray(groups)
+        names = [g for g in sorted(set(groups.tolist())) if g]
+        errors["per_group"] = {g: block(groups == g) for g in names}
+        out["median_uncertainty"] = {g: float(np.median(u[groups == g])) for g in names}
     return out
 
 
