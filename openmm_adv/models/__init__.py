@@ -2,7 +2,9 @@
 
 from .committee import Committee, CommitteeError, dataset_hash
 from .ensemble import ModelEnsemble
+from .mace import MACEMember, mace_committee, train_mace_committee
 from .mlp import StackedMLP
+from .painn import StackedPaiNN
 from .potential import CommitteePotential
 from .schnet import StackedSchNet
 from .uncertainty import METRICS, energy_std, force_variance, max_force_deviation, uncertainty
@@ -12,12 +14,16 @@ __all__ = [
     "Committee",
     "CommitteeError",
     "CommitteePotential",
+    "MACEMember",
     "ModelEnsemble",
     "StackedMLP",
+    "StackedPaiNN",
     "StackedSchNet",
     "dataset_hash",
     "energy_std",
     "force_variance",
+    "mace_committee",
     "max_force_deviation",
+    "train_mace_committee",
     "uncertainty",
 ]
