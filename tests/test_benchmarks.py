@@ -1,0 +1,90 @@
+"""Smoke tests of the benchmark scripts: tiny settings, each must print its table.
+
+The scripts are imported from ``benchmarks/`` (not a package) and their ``main`` is called with
+an argument list, so no extra Python start-up is paid except by system_size.py, whose every
+measurement runs in a child process by design.
+"""
+
+import importlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+# A tiny untrained PaiNN: compiles and runs fast, and covers the --architecture path.
+TINY_PAINN = ["--architecture", "painn", "--members", "2", "--features", "8", "--rbf", "4", "--interactions", "1"]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        yield lambda name: importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def table_rows(text: str) -> list:
+    """The data rows of the Markdown table in ``text``, as lists of cells."""
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    assert len(lines) >= 3, f"no table in the output:\n{text}"
+    assert set(lines[1].replace("|", "").split()) == {"-" * len(cell) for cell in lines[1].replace("|", "").split()}
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+
+
+def test_attack_step_prints_both_loops_per_b(bench, capsys):
+    bench("attack_step").main(["--steps", "1", "--repeats", "1", "--warmup", "1", "--replicas", "1", "2", *TINY_PAINN])
+    out = capsys.readouterr().out
+    assert "host:" in out and "OpenMM platform CPU" in out and "1 intra-op thread" in out
+    assert "untrained StackedPaiNN" in out
+    rows = table_rows(out)
+    assert [row[0] for row in rows] == ["1", "2"]
+    for row in rows:
+        assert float(row[1]) > 0 and float(row[2]) > 0  # both loops timed
+        assert float(row[5]) > 0
+        assert float(row[-1]) < 1e-6  # OpenMM and torch.optim.Adam took the same steps
+
+
+def test_committee_md_prints_both_loops_per_b(bench, capsys):
+    # The shipped committee: the default when neither --committee nor --architecture is given.
+    bench("committee_md").main(["--steps", "1", "--repeats", "1", "--warmup", "1", "--replicas", "1", "2"])
+    out = capsys.readouterr().out
+    assert "ala2_committee.pt" in out
+    rows = table_rows(out)
+    assert [row[0] for row in rows] == ["1", "2"]
+    for row in rows:
+        assert float(row[3]) > 0 and float(row[4]) > 0
+        assert float(row[-1]) < 1e-4  # the same forces on both sides
+
+
+def test_committee_options_are_checked(bench):
+    attack_step = bench("attack_step")
+    with pytest.raises(SystemExit):
+        attack_step.main(["--committee", "x.pt", "--architecture", "painn"])
+    with pytest.raises(SystemExit):
+        attack_step.main(["--features", "8"])  # size options need --architecture
+
+
+def test_replicated_alanine_keeps_molecular_neighbourhoods(bench, ala2):
+    system_size = bench("system_size")
+    z, x = system_size.replicated_alanine(7)
+    assert z.shape == (154,) and x.shape == (154, 3)
+    np.testing.assert_array_equal(z[22:44], ala2.atomic_numbers)
+    # 0.6 nm between the copies: nothing new inside a 0.5 nm cutoff
+    assert system_size.mean_neighbours(x, 0.5) == pytest.approx(system_size.mean_neighbours(ala2.positions, 0.5))
+
+
+def test_system_size_prints_its_table(bench, capsys):
+    system_size = bench("system_size")
+    # 22 atoms: the PaiNN's auto path is the dense one, so all_pairs is not measured twice.
+    system_size.main(["--copies", "1", "--warmup", "0", "--repeats", "1", *TINY_PAINN])
+    out = capsys.readouterr().out
+    assert "VmHWM" in out
+    rows = table_rows(out)
+    assert len(rows) == 1
+    model, atoms, _, pairs, ef, attack, ef_memory, attack_memory = rows[0]
+    assert (model, atoms, pairs) == ("PaiNN auto", "22", "dense")
+    assert float(ef.split()[0]) > 0 and float(attack.split()[0]) > 0
+    assert "(+" in ef_memory and "(+" in attack_memory
