@@ -127,3 +127,20 @@ def test_atomic_append_with_tag_is_idempotent(tmp_path, ala2, perturbed):
     other.append(np.zeros((1, 2, 3)), [0.0], np.zeros((1, 2, 3)))
     with pytest.raises(ValueError, match="different molecules"):
         Dataset.append_to_file(path, other)
+
+
+def test_train_example_is_the_shipped_recipe():
+    """examples/train_ala2.yaml trains what torchscript_models/make_ala2_committee.py ships."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from openmm_adv.builders import build_trainer
+    from openmm_adv.recipes import recipe
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "train_ala2.yaml"
+    parsed = parse_section(TrainRunConfig, yaml.safe_load(path.read_text()))
+    trainer = build_trainer(parsed.model, parsed.training, progress=False)
+    shipped = recipe("painn")
+    assert trainer.architecture == shipped.architecture
+    assert {k: v for k, v in trainer.model_options.items() if v is not None and k != "seed"} == shipped.model_options
+    assert asdict(trainer.config) == asdict(shipped.training)

@@ -3,12 +3,15 @@
 1. Unconstrained Langevin MD with Amber ff14SB (the reference potential) at 300 K from the
    shipped C7eq structure: 20 ps equilibration, then 1000 frames every 50 fs (seed 0).
 2. Labels: the Amber energies and forces of those frames (``ala2_c7eq_300K.h5``).
-3. A 5-member StackedSchNet committee trained on energies and forces with a 10 % validation
-   split, bootstrap resampling per member and early stopping (``ala2_committee.pt``; metadata
-   inside the file and copied to ``ala2_committee.json``).
+3. A 5-member committee trained on energies and forces with the ``painn`` recipe of
+   :mod:`openmm_adv.recipes` (equivariant StackedPaiNN members, a fixed 10 % validation split,
+   bootstrap resampling per member, forces weighted 100:1, cosine learning-rate decay, weight
+   averaging): ``ala2_committee.pt``, metadata inside the file and copied to
+   ``ala2_committee.json``.
 
 Run from the repository root: ``python torchscript_models/make_ala2_committee.py``
-(about 6 minutes on 2 CPU cores; the Amber MD is rerun only with ``--regenerate-data``).
+(see README.md, "Shipped committee", for the time it takes on 2 CPU cores; the Amber MD is
+rerun only with ``--regenerate-data``).
 """
 
 from __future__ import annotations
@@ -22,14 +25,13 @@ import numpy as np
 from openmm_adv._torch import configure_threads
 from openmm_adv.data import Dataset
 from openmm_adv.models import Committee
+from openmm_adv.recipes import recipe
 from openmm_adv.samplers.reference_md import reference_md_frames
 from openmm_adv.systems import alanine_dipeptide
-from openmm_adv.train import TrainingConfig, train_committee
 
 HERE = Path(__file__).resolve().parent
-HYPERPARAMETERS = dict(n_members=5, n_features=32, n_rbf=32, n_interactions=2, cutoff=0.4, seed=0)
+RECIPE = "painn"
 MD = dict(n_frames=1000, interval=100, temperature=300.0, timestep=0.0005, equilibration=40000, seed=0)
-TRAINING = TrainingConfig(epochs=70, batch_size=16, learning_rate=5e-3, force_weight=10.0, patience=15, seed=0)
 
 
 def main() -> None:
@@ -48,8 +50,7 @@ def main() -> None:
     cvs = system.compute_cvs(positions)
     print(f"{len(data)} frames; phi in [{np.degrees(cvs['phi']).min():.0f}, {np.degrees(cvs['phi']).max():.0f}] deg")
 
-    committee = Committee.schnet(system.atomic_numbers, **HYPERPARAMETERS)
-    report = train_committee(committee, positions, energies, forces, TRAINING)
+    committee, report = recipe(RECIPE).trainer().train(data, seed=0)
     print(json.dumps(report.summary(), indent=1))
     committee.save(
         HERE / "ala2_committee.pt",
@@ -57,6 +58,7 @@ def main() -> None:
         reference="amber14-all.xml (ff14SB), vacuum, no cutoff, no constraints",
         training_data="ala2_c7eq_300K.h5",
         training_md=MD,
+        recipe=RECIPE,
         command="python torchscript_models/make_ala2_committee.py",
     )
     loaded = Committee.load(HERE / "ala2_committee.pt", system=system)
