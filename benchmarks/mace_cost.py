@@ -26,7 +26,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -39,6 +41,9 @@ from openmm_adv.models.mace import mace_committee, require_mace
 from openmm_adv.models.uncertainty import force_variance
 from openmm_adv.resources import default_committee_path
 from openmm_adv.systems import alanine_dipeptide
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from attack_step import cpu_model  # noqa: E402  (the benchmarks' shared host description)
 
 ANCHOR = dict(hidden_irreps="32x0e+32x1o", max_ell=3, correlation=3, num_interactions=2, r_max=5.0)
 
@@ -64,18 +69,6 @@ def anchor_mace(seed: int, table, dtype: torch.dtype):
         )
     finally:
         torch.set_default_dtype(old)
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else ``platform.processor()``."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def energies_forces(potential, x):

@@ -527,7 +527,7 @@ def train_mace_committee(
         ``training_energies`` (kJ/mol) when the file could be read.
     """
     require_mace()
-    from .committee import Committee, dataset_hash
+    from .committee import dataset_hash
 
     extxyz_train = Path(extxyz_train).resolve()
     if not extxyz_train.is_file():

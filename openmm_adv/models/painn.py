@@ -38,18 +38,11 @@ from typing import Tuple
 import torch
 from torch import Tensor, nn
 
+from ._layers import register_molecule, smooth_cutoff, stacked_linear, stacked_weight
+
 __all__ = ["StackedPaiNN"]
 
 NEIGHBOR_LISTS = ("auto", "all_pairs", "cutoff")
-
-
-def _weight(generator: torch.Generator, m: int, fan_in: int, fan_out: int, gain: float = 1.0) -> nn.Parameter:
-    return nn.Parameter(gain * torch.randn(m, fan_in, fan_out, generator=generator) / math.sqrt(fan_in))
-
-
-def _linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    # x [B, M, R, F] with weight [M, F, G] and bias [M, G]: one batched product for all members.
-    return torch.matmul(x, weight.unsqueeze(0)) + bias[None, :, None, :]
 
 
 def _linear_nobias(x: Tensor, weight: Tensor) -> Tensor:
@@ -64,21 +57,21 @@ class _Block(nn.Module):
         self.aggregation_scale = aggregation_scale
         self.n_features = f
         # message: phi(s_j) [3F] times a radial filter [3F] -> (scalar, vector-gate, direction)
-        self.phi_w1 = _weight(generator, m, f, f)
+        self.phi_w1 = stacked_weight(generator, m, f, f)
         self.phi_b1 = nn.Parameter(torch.zeros(m, f))
-        self.phi_w2 = _weight(generator, m, f, 3 * f)
+        self.phi_w2 = stacked_weight(generator, m, f, 3 * f)
         self.phi_b2 = nn.Parameter(torch.zeros(m, 3 * f))
-        self.filter_w = _weight(generator, m, n_rbf, 3 * f)
+        self.filter_w = stacked_weight(generator, m, n_rbf, 3 * f)
         # update: channel mixing of the vectors, gated by an MLP of (s, |V v|)
-        self.u_w = _weight(generator, m, f, f)
-        self.v_w = _weight(generator, m, f, f)
-        self.mlp_w1 = _weight(generator, m, 2 * f, f)
+        self.u_w = stacked_weight(generator, m, f, f)
+        self.v_w = stacked_weight(generator, m, f, f)
+        self.mlp_w1 = stacked_weight(generator, m, 2 * f, f)
         self.mlp_b1 = nn.Parameter(torch.zeros(m, f))
-        self.mlp_w2 = _weight(generator, m, f, 3 * f, gain=0.5)
+        self.mlp_w2 = stacked_weight(generator, m, f, 3 * f, gain=0.5)
         self.mlp_b2 = nn.Parameter(torch.zeros(m, 3 * f))
 
     def phi(self, s: Tensor) -> Tensor:
-        return _linear(nn.functional.silu(_linear(s, self.phi_w1, self.phi_b1)), self.phi_w2, self.phi_b2)
+        return stacked_linear(nn.functional.silu(stacked_linear(s, self.phi_w1, self.phi_b1)), self.phi_w2, self.phi_b2)
 
     def dense_message(self, s: Tensor, v: Tensor, basis: Tensor, unit_basis: Tensor, first: bool) -> Tuple[Tensor, Tensor]:
         """Messages over all pairs: ``basis [B*M, N, N*K]``, ``unit_basis [B*M, 3N, N*K]``."""
@@ -123,7 +116,7 @@ class _Block(nn.Module):
         vv = _linear_nobias(flat, self.v_w).reshape(b, m, n, 3, f)
         # The epsilon keeps the norm twice differentiable where a vector channel is zero.
         vv_norm = (vv.pow(2).sum(3) + 1e-8).sqrt()
-        a = _linear(nn.functional.silu(_linear(torch.cat([s, vv_norm], -1), self.mlp_w1, self.mlp_b1)),
+        a = stacked_linear(nn.functional.silu(stacked_linear(torch.cat([s, vv_norm], -1), self.mlp_w1, self.mlp_b1)),
                     self.mlp_w2, self.mlp_b2)
         a_vv, a_sv, a_ss = a[..., :f], a[..., f : 2 * f], a[..., 2 * f :]
         return s + (uv * vv).sum(3) * a_sv + a_ss, v + uv * a_vv.unsqueeze(3)
@@ -173,9 +166,7 @@ class StackedPaiNN(nn.Module):
         super().__init__()
         if neighbor_list not in NEIGHBOR_LISTS:
             raise ValueError(f"neighbor_list must be one of {NEIGHBOR_LISTS}, got {neighbor_list!r}")
-        z = torch.as_tensor(list(atomic_numbers), dtype=torch.long)
-        species, species_index = torch.unique(z, return_inverse=True)
-        n = int(z.numel())
+        n = len(list(atomic_numbers))
         if n < 2:
             raise ValueError("StackedPaiNN needs at least two atoms; use StackedMLP for one-particle toys")
         if not cutoff > 0:
@@ -189,25 +180,20 @@ class StackedPaiNN(nn.Module):
             max_all_pairs_atoms=int(max_all_pairs_atoms), avg_neighbors=float(avg_neighbors), seed=int(seed),
         )
         self.use_all_pairs = neighbor_list == "all_pairs" or (neighbor_list == "auto" and n <= max_all_pairs_atoms)
-        self.register_buffer("atomic_numbers", z)
-        self.register_buffer("species_index", species_index)
-        self.register_buffer("identity", torch.eye(n))
+        n_species = register_molecule(self, atomic_numbers)
         self.register_buffer("bessel_freq", torch.arange(1, n_rbf + 1, dtype=torch.float32) * math.pi / cutoff)
-        # Per-structure energy = scale * sum of atomic outputs + shift; set by the trainer.
-        self.register_buffer("energy_shift", torch.zeros(()))
-        self.register_buffer("energy_scale", torch.ones(()))
 
         g = torch.Generator().manual_seed(int(seed))
         m, f = self.n_members, int(n_features)
-        self.embedding = nn.Parameter(torch.randn(m, int(species.numel()), f, generator=g))
+        self.embedding = nn.Parameter(torch.randn(m, n_species, f, generator=g))
         # Sums over neighbours are divided by sqrt(typical neighbour count) so that features
         # keep unit scale through the layers at initialisation (the update is quadratic in the
         # vector features: unscaled sums grow without bound layer after layer).
         scale = 1.0 / math.sqrt(float(avg_neighbors))
         self.blocks = nn.ModuleList([_Block(g, m, int(n_rbf), f, scale) for _ in range(n_interactions)])
-        self.readout_w1 = _weight(g, m, f, f // 2)
+        self.readout_w1 = stacked_weight(g, m, f, f // 2)
         self.readout_b1 = nn.Parameter(torch.zeros(m, f // 2))
-        self.readout_w2 = _weight(g, m, f // 2, 1)
+        self.readout_w2 = stacked_weight(g, m, f // 2, 1)
         self.readout_b2 = nn.Parameter(torch.zeros(m, 1))
 
     def _radial(self, r: Tensor, inside: Tensor) -> Tensor:
@@ -216,9 +202,7 @@ class StackedPaiNN(nn.Module):
         Bounded by about 1 / (pi x): O(1) at bond lengths whatever the length unit.
         """
         x = r / self.cutoff
-        xs = torch.where(inside, x, torch.zeros_like(x))
-        envelope = 1.0 - 28.0 * xs.pow(6) + 48.0 * xs.pow(7) - 21.0 * xs.pow(8)
-        envelope = torch.where(inside, envelope, torch.zeros_like(envelope))
+        envelope = smooth_cutoff(x, inside)
         freq = self.bessel_freq.to(r.dtype)
         return torch.sin(r.unsqueeze(-1) * freq) / (math.pi * x).unsqueeze(-1) * envelope.unsqueeze(-1)
 
@@ -264,5 +248,5 @@ class StackedPaiNN(nn.Module):
             for i, block in enumerate(self.blocks):
                 s, v = block.edge_message(s, v, rbf, unit, src, dst, i == 0)
                 s, v = block.update(s, v)
-        atomic = _linear(nn.functional.silu(_linear(s, self.readout_w1, self.readout_b1)), self.readout_w2, self.readout_b2)
+        atomic = stacked_linear(nn.functional.silu(stacked_linear(s, self.readout_w1, self.readout_b1)), self.readout_w2, self.readout_b2)
         return self.energy_scale * atomic.sum(dim=(2, 3)) + self.energy_shift

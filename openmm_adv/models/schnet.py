@@ -15,42 +15,33 @@ zero value, slope and curvature at the cutoff, so energies are smooth to second 
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
+from ._layers import register_molecule, smooth_cutoff, stacked_linear, stacked_weight
+
 __all__ = ["StackedSchNet"]
-
-
-def _stacked_weight(generator: torch.Generator, m: int, fan_in: int, fan_out: int, gain: float = 1.0) -> nn.Parameter:
-    return nn.Parameter(gain * torch.randn(m, fan_in, fan_out, generator=generator) / math.sqrt(fan_in))
-
-
-def _linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    # x [B, M, A, F] with weight [M, F, G] and bias [M, G]
-    return torch.matmul(x, weight.unsqueeze(0)) + bias[None, :, None, :]
 
 
 class _Interaction(nn.Module):
     def __init__(self, generator: torch.Generator, m: int, n_rbf: int, f: int):
         super().__init__()
-        self.in_w = _stacked_weight(generator, m, f, f)
+        self.in_w = stacked_weight(generator, m, f, f)
         self.in_b = nn.Parameter(torch.zeros(m, f))
-        self.filter_w = _stacked_weight(generator, m, n_rbf, f)
-        self.out_w1 = _stacked_weight(generator, m, f, f)
+        self.filter_w = stacked_weight(generator, m, n_rbf, f)
+        self.out_w1 = stacked_weight(generator, m, f, f)
         self.out_b1 = nn.Parameter(torch.zeros(m, f))
-        self.out_w2 = _stacked_weight(generator, m, f, f, gain=0.5)
+        self.out_w2 = stacked_weight(generator, m, f, f, gain=0.5)
         self.out_b2 = nn.Parameter(torch.zeros(m, f))
 
     def forward(self, h: Tensor, basis: Tensor) -> Tensor:
         # h [B, M, N, F]; basis [B*M, N, N*K] holds g_k(r_ij) at row i, column (j, k).
         b, m, n, f = h.shape
         k = self.filter_w.shape[1]
-        x = _linear(h, self.in_w, self.in_b)
+        x = stacked_linear(h, self.in_w, self.in_b)
         weighted = (x.unsqueeze(3) * self.filter_w[None, :, None, :, :]).reshape(b * m, n * k, f)
         messages = torch.bmm(basis, weighted).reshape(b, m, n, f)
-        update = _linear(nn.functional.silu(_linear(messages, self.out_w1, self.out_b1)), self.out_w2, self.out_b2)
+        update = stacked_linear(nn.functional.silu(stacked_linear(messages, self.out_w1, self.out_b1)), self.out_w2, self.out_b2)
         return h + update
 
 
@@ -82,9 +73,7 @@ class StackedSchNet(nn.Module):
         seed: int = 0,
     ):
         super().__init__()
-        z = torch.as_tensor(list(atomic_numbers), dtype=torch.long)
-        species, species_index = torch.unique(z, return_inverse=True)
-        n = int(z.numel())
+        n = len(list(atomic_numbers))
         if n < 2:
             raise ValueError("StackedSchNet needs at least two atoms; use StackedMLP for one-particle toys")
         self.n_members = int(n_members)
@@ -94,22 +83,17 @@ class StackedSchNet(nn.Module):
             n_members=int(n_members), n_features=int(n_features), n_rbf=int(n_rbf),
             n_interactions=int(n_interactions), cutoff=float(cutoff), seed=int(seed),
         )
-        self.register_buffer("atomic_numbers", z)
-        self.register_buffer("species_index", species_index)
-        self.register_buffer("identity", torch.eye(n))
+        n_species = register_molecule(self, atomic_numbers)
         self.register_buffer("rbf_centers", torch.linspace(0.0, cutoff, n_rbf))
         self.rbf_gamma = float(0.5 / (cutoff / (n_rbf - 1)) ** 2)
-        # Per-structure energy = scale * sum of atomic outputs + shift; set by the trainer.
-        self.register_buffer("energy_shift", torch.zeros(()))
-        self.register_buffer("energy_scale", torch.ones(()))
 
         g = torch.Generator().manual_seed(int(seed))
         m, f = self.n_members, int(n_features)
-        self.embedding = nn.Parameter(torch.randn(m, int(species.numel()), f, generator=g))
+        self.embedding = nn.Parameter(torch.randn(m, n_species, f, generator=g))
         self.interactions = nn.ModuleList([_Interaction(g, m, n_rbf, f) for _ in range(n_interactions)])
-        self.readout_w1 = _stacked_weight(g, m, f, f // 2)
+        self.readout_w1 = stacked_weight(g, m, f, f // 2)
         self.readout_b1 = nn.Parameter(torch.zeros(m, f // 2))
-        self.readout_w2 = _stacked_weight(g, m, f // 2, 1)
+        self.readout_w2 = stacked_weight(g, m, f // 2, 1)
         self.readout_b2 = nn.Parameter(torch.zeros(m, 1))
 
     def forward(self, positions: Tensor) -> Tensor:
@@ -119,10 +103,7 @@ class StackedSchNet(nn.Module):
         # The identity keeps sqrt away from 0 on the diagonal (no NaN gradients there).
         distances = (vectors.pow(2).sum(-1) + self.identity).sqrt()
         x = distances / self.cutoff
-        inside = x < 1.0
-        xs = torch.where(inside, x, torch.zeros_like(x))
-        envelope = 1.0 - 28.0 * xs.pow(6) + 48.0 * xs.pow(7) - 21.0 * xs.pow(8)
-        envelope = torch.where(inside, envelope, torch.zeros_like(envelope)) * (1.0 - self.identity)
+        envelope = smooth_cutoff(x, x < 1.0) * (1.0 - self.identity)
         basis = torch.exp(-self.rbf_gamma * (distances.unsqueeze(-1) - self.rbf_centers).pow(2))
         basis = basis * envelope.unsqueeze(-1)  # [B, M, N(i), N(j), K]
         k = basis.shape[-1]
@@ -131,5 +112,5 @@ class StackedSchNet(nn.Module):
         h = h.expand(b, -1, -1, -1).to(positions.dtype)
         for interaction in self.interactions:
             h = interaction(h, basis)
-        atomic = _linear(nn.functional.silu(_linear(h, self.readout_w1, self.readout_b1)), self.readout_w2, self.readout_b2)
+        atomic = stacked_linear(nn.functional.silu(stacked_linear(h, self.readout_w1, self.readout_b1)), self.readout_w2, self.readout_b2)
         return self.energy_scale * atomic.sum(dim=(2, 3)) + self.energy_shift
