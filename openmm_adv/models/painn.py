@@ -116,8 +116,8 @@ class _Block(nn.Module):
         vv = _linear_nobias(flat, self.v_w).reshape(b, m, n, 3, f)
         # The epsilon keeps the norm twice differentiable where a vector channel is zero.
         vv_norm = (vv.pow(2).sum(3) + 1e-8).sqrt()
-        a = stacked_linear(nn.functional.silu(stacked_linear(torch.cat([s, vv_norm], -1), self.mlp_w1, self.mlp_b1)),
-                    self.mlp_w2, self.mlp_b2)
+        hidden = nn.functional.silu(stacked_linear(torch.cat([s, vv_norm], -1), self.mlp_w1, self.mlp_b1))
+        a = stacked_linear(hidden, self.mlp_w2, self.mlp_b2)
         a_vv, a_sv, a_ss = a[..., :f], a[..., f : 2 * f], a[..., 2 * f :]
         return s + (uv * vv).sum(3) * a_sv + a_ss, v + uv * a_vv.unsqueeze(3)
 
