@@ -57,7 +57,8 @@ class StackedSchNet(nn.Module):
     n_features, n_rbf, n_interactions : int
         Width, number of Gaussian distance features, number of message-passing layers.
     cutoff : float
-        Interaction cutoff in nm.
+        Interaction cutoff in nm. The defaults (32 Gaussians, 0.4 nm) are the sizes the configs
+        used before unset sizes came to mean "the architecture's default".
     seed : int
         Seed of the weight initialisation (members differ because they draw different numbers).
     """
@@ -67,9 +68,9 @@ class StackedSchNet(nn.Module):
         atomic_numbers,
         n_members: int = 5,
         n_features: int = 32,
-        n_rbf: int = 16,
+        n_rbf: int = 32,
         n_interactions: int = 2,
-        cutoff: float = 0.5,
+        cutoff: float = 0.4,
         seed: int = 0,
     ):
         super().__init__()
