@@ -224,6 +224,25 @@ def print_table(header: list, rows: list) -> None:
         print("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |")
 
 
+def time_steps(context, integrator, steps: int) -> Clock:
+    """Time of ``steps`` integrator steps (reading the positions back waits for asynchronous platforms)."""
+    context.getState(getPositions=True)
+    clock = Clock()
+    integrator.step(steps)
+    context.getState(getPositions=True)
+    return clock.stop()
+
+
+def add_timing_options(parser: argparse.ArgumentParser, steps: int = 5) -> None:
+    """--threads, --steps, --repeats, --warmup and --replicas, shared by the side-by-side benchmarks."""
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--steps", type=int, default=steps, help=f"timed steps per round (default {steps})")
+    parser.add_argument("--repeats", type=int, default=2, help="alternating rounds; the best is kept (default 2)")
+    parser.add_argument("--warmup", type=int, default=5,
+                        help="untimed steps first (default 5: TorchScript's profiling executor needs about 4)")
+    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 8, 64], help="B values (default 1 8 64)")
+
+
 def plain_module(module, device, trainable_weights: bool = False) -> torch.jit.ScriptModule:
     """``module`` as the plain-PyTorch side runs it: TorchScript, saved and loaded, frozen.
 
@@ -274,12 +293,7 @@ class OpenMMAttack:
         self.system = system  # the Context needs its System alive
 
     def run(self, steps: int) -> Clock:
-        """Time of ``steps`` steps (reading the positions back waits for asynchronous platforms)."""
-        self.context.getState(getPositions=True)
-        clock = Clock()
-        self.integrator.step(steps)
-        self.context.getState(getPositions=True)
-        return clock.stop()
+        return time_steps(self.context, self.integrator, steps)
 
     def positions(self) -> np.ndarray:
         state = self.context.getState(getPositions=True)
@@ -354,12 +368,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--platform", default="CPU", help="OpenMM platform: Reference, CPU or CUDA (default CPU)")
     parser.add_argument("--cuda-graphs", action="store_true", help="capture the TorchForce in CUDA graphs")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per round (default 5)")
-    parser.add_argument("--repeats", type=int, default=2, help="alternating rounds; the best is kept (default 2)")
-    parser.add_argument("--warmup", type=int, default=5,
-                        help="untimed steps first (default 5: TorchScript's profiling executor needs about 4)")
-    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 8, 64], help="B values (default 1 8 64)")
+    add_timing_options(parser, steps=5)
     parser.add_argument("--trainable-weights", action="store_true",
                         help="plain loop: leave the weights as parameters requiring grad instead of freezing them "
                              "as openmm-torch does (a naive loop; slower)")

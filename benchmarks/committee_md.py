@@ -30,6 +30,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared helpers in attack_step.py
 
 from attack_step import (  # noqa: E402  (after the path set-up)
+    add_timing_options,
+    time_steps,
     RATIO_HEADER,
     RATIO_NOTE,
     Clock,
@@ -91,12 +93,7 @@ class OpenMMMD:
         return np.asarray(state.getForces(asNumpy=True).value_in_unit(openmm.unit.kilojoule_per_mole / openmm.unit.nanometer))
 
     def run(self, steps: int) -> Clock:
-        """Time of ``steps`` steps (reading the positions back waits for asynchronous platforms)."""
-        self.context.getState(getPositions=True)
-        clock = Clock()
-        self.integrator.step(steps)
-        self.context.getState(getPositions=True)
-        return clock.stop()
+        return time_steps(self.context, self.integrator, steps)
 
 
 class TorchMD:
@@ -160,12 +157,7 @@ def main(argv=None):
     parser.add_argument("--cuda-graphs", action="store_true", help="capture the TorchForce in CUDA graphs")
     parser.add_argument("--integrator", choices=("langevin", "verlet"), default="langevin",
                         help="OpenMM side: LangevinMiddleIntegrator (as CommitteeMDSampler) or VerletIntegrator")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    parser.add_argument("--steps", type=int, default=10, help="timed MD steps per round (default 10)")
-    parser.add_argument("--repeats", type=int, default=2, help="alternating rounds; the best is kept (default 2)")
-    parser.add_argument("--warmup", type=int, default=5,
-                        help="untimed steps first (default 5: TorchScript's profiling executor needs about 4)")
-    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 8, 64], help="B values (default 1 8 64)")
+    add_timing_options(parser, steps=10)
     add_committee_options(parser)
     args = parser.parse_args(argv)
     configure_threads(args.threads)
