@@ -1,7 +1,7 @@
 """Attack-step cost per replica of member architectures, side by side in one run.
 
-For each architecture (the first StackedSchNet recipe, the default StackedPaiNN recipe and
-leaner PaiNN sizes), B replicas of alanine dipeptide in one OpenMM Context run the adversarial
+For each architecture (the first StackedSchNet recipe, the default StackedPaiNN recipe with its
+bonded prior, the larger PaiNN that was the default before, and the default without a prior), B replicas of alanine dipeptide in one OpenMM Context run the adversarial
 TorchForce with the Adam attack integrator; the architectures alternate round by round and the
 best round is kept, so load from other processes hits them alike. Prints ms per replica-step
 (wall and CPU time) and the ratio to the SchNet at the same B. Untrained committees: the cost
@@ -21,21 +21,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from attack_step import OpenMMAttack, best_of, host_lines, platform_properties, print_table, seed_positions  # noqa: E402
 
 from openmm_adv._torch import configure_threads  # noqa: E402
+from openmm_adv.data import Dataset  # noqa: E402
 from openmm_adv.models import Committee  # noqa: E402
+from openmm_adv.models.prior import fit_bonded_prior  # noqa: E402
 from openmm_adv.recipes import recipe  # noqa: E402
+from openmm_adv.resources import default_dataset_path  # noqa: E402
 from openmm_adv.systems import alanine_dipeptide  # noqa: E402
 
 VARIANTS = {
     "schnet (first recipe)": ("schnet", dict(recipe("schnet").model_options)),
     "painn (default recipe)": ("painn", dict(recipe("painn").model_options)),
-    "painn 32 f, 8 rbf": ("painn", {**recipe("painn").model_options, "n_rbf": 8}),
-    "painn 24 f, 12 rbf": ("painn", {**recipe("painn").model_options, "n_features": 24, "n_rbf": 12}),
-    "painn 32 f, 2 blocks": ("painn", {**recipe("painn").model_options, "n_interactions": 2}),
+    "painn large (previous default)": ("painn", dict(recipe("painn_large").model_options)),
+    "painn, no prior": ("painn", {**recipe("painn").model_options, "prior": "none"}),
 }
 
 
 def build(architecture: str, options: dict, atomic_numbers) -> Committee:
-    return Committee.painn(atomic_numbers, **options) if architecture == "painn" else Committee.schnet(atomic_numbers, **options)
+    """An untrained committee; a ``bonded`` prior is fitted to the shipped frames, as training would."""
+    options = dict(options)
+    prior = options.pop("prior", "none")
+    committee = (Committee.painn(atomic_numbers, **options) if architecture == "painn"
+                 else Committee.schnet(atomic_numbers, **options))
+    if prior == "bonded":
+        data = Dataset.load(default_dataset_path())
+        committee.potential.prior.set_terms(fit_bonded_prior(data.atomic_numbers, data.positions, data.forces))
+    return committee
 
 
 def main(argv=None):

@@ -93,7 +93,7 @@ def run_train(config: cfg.TrainRunConfig, progress: bool = True, echo=print) -> 
     data = load_data(config.data, system)
     trainer = build_trainer(config.model, config.training, progress=progress)
     echo(f"training a {config.model.n_members}-member {config.model.architecture} committee on {len(data)} structures")
-    committee, report = trainer.train(data, seed=config.seed)
+    committee, report = trainer.train(data, seed=config.seed, bonds=system.bonds)
     path = committee.save(config.output)
     summary = report.summary()
     Path(str(path) + ".training.json").write_text(json.dumps({**summary, "history": report.history}, indent=1) + "\n")
@@ -102,6 +102,11 @@ def run_train(config: cfg.TrainRunConfig, progress: bool = True, echo=print) -> 
          f"{summary['val_energy_mae_kj_mol']:.2f} kJ/mol, committee mean {summary['val_committee_energy_mae_kj_mol']:.2f} "
          f"(best epoch {summary['best_epoch']}, "
          f"{summary['epochs_run']} epochs, {summary['wall_seconds']:.0f} s); wrote {path}")
+    prior = committee.metadata.get("prior")
+    if prior:
+        echo(f"bonded prior: {prior['n_bonds']} bonds and {prior['n_angles']} angles took the training forces' RMS "
+             f"from {prior['training_force_rms_kj_mol_nm']:.0f} to {prior['residual_force_rms_kj_mol_nm']:.0f} "
+             "kJ/mol/nm; the members learned the rest")
     return summary
 
 

@@ -214,7 +214,8 @@ class ModelConfig:
     ``schnet`` (the invariant first design) or ``mlp`` (2D toys). Unset (null) sizes take the
     architecture's own defaults (:class:`openmm_adv.models.StackedPaiNN`, ``StackedSchNet``,
     ``StackedMLP``); ``cutoff`` in nm; ``neighbor_list`` (painn): ``auto``, ``all_pairs`` or
-    ``cutoff``."""
+    ``cutoff``; ``prior``: ``bonded`` (harmonic bonds and angles fitted to the training forces,
+    the members learn the rest) or ``none``; null: ``bonded`` for painn, ``none`` otherwise."""
 
     architecture: str = field(default="painn", **_limits(choices=("painn", "schnet", "mlp")))
     n_members: int = field(default=5, **_limits(ge=2))
@@ -224,6 +225,7 @@ class ModelConfig:
     cutoff: Optional[float] = field(default=None, **_limits(gt=0.0))
     neighbor_list: Optional[str] = field(default=None, **_limits(choices=("auto", "all_pairs", "cutoff")))
     hidden: Optional[int] = field(default=None, **_limits(ge=1))
+    prior: Optional[str] = field(default=None, **_limits(choices=("bonded", "none")))
     seed: int = 0
 
 

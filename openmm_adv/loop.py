@@ -263,7 +263,8 @@ class ActiveLearningLoop:
             else:
                 self.echo(f"generation {g}: training on {len(data)} structures")
                 previous = self._warm_start_from(g - 1)
-                committee, report = self.trainer.train(data, seed=self._stage_seed(g), start_from=previous)
+                committee, report = self.trainer.train(data, seed=self._stage_seed(g), start_from=previous,
+                                                        bonds=self.system.bonds)
                 committee.save(path)
                 info = {"source": "fine-tuned" if previous is not None else "trained", "metrics": report.summary(),
                         "n_structures": len(data)}
@@ -455,7 +456,7 @@ class ActiveLearningLoop:
             start = time.perf_counter()
             previous = self._warm_start_from(self.n_generations)
             committee, report = self.trainer.train(data, seed=self._stage_seed(self.n_generations + 1),
-                                                   start_from=previous)
+                                                   start_from=previous, bonds=self.system.bonds)
             committee.save(path)
             info = {"source": "fine-tuned" if previous is not None else "trained", "metrics": report.summary(),
                     "n_structures": len(data), "after_generation": self.n_generations,

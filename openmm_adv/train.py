@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .models.committee import Committee, dataset_hash
+from .models.prior import fit_bonded_prior
 
 __all__ = ["CommitteeTrainer", "TrainingConfig", "TrainingReport", "check_finite_labels", "train_committee", "validation_mask"]
 
@@ -191,7 +192,8 @@ class _EMA:
 
 
 def train_committee(committee: Committee, positions, energies, forces, config: TrainingConfig | None = None,
-                    progress: bool = True, keep_energy_scale: bool = False) -> TrainingReport:
+                    progress: bool = True, keep_energy_scale: bool = False, fit_prior: bool = False,
+                    bonds=None) -> TrainingReport:
     """Fit every member of an (eager) committee to energies and forces, in place.
 
     Members see different bootstrap resamples of the training split (``config.bootstrap``) and
@@ -201,6 +203,11 @@ def train_committee(committee: Committee, positions, energies, forces, config: T
     the validation split is kept (early stopping). The committee's metadata gets the training
     energies (for the attack's normalisation), the data hash and the validation metrics of
     every member and of the committee mean.
+
+    With ``fit_prior=True`` the committee's bonded prior (harmonic bonds and angles, see
+    :mod:`openmm_adv.models.prior`) is first fitted to the training split's forces, with
+    ``bonds`` (``[n_b, 2]``, e.g. from the topology) or bonds found from distances, and the
+    members learn what it leaves. A prior already in the committee (a fine-tuned one) is kept.
 
     Raises
     ------
@@ -235,11 +242,21 @@ def train_committee(committee: Committee, positions, energies, forces, config: T
         weights = np.ones((m, len(train)))
     weights = torch.as_tensor(weights, dtype=dtype)
 
-    s_e = float(e[train].std().clamp_min(1e-3)) if len(train) > 1 else 1.0
-    s_f = float(f[train].double().pow(2).mean().sqrt().clamp_min(1e-3))
+    if fit_prior:
+        terms = fit_bonded_prior(committee.atomic_numbers, np.asarray(positions)[train], np.asarray(forces)[train],
+                                 bonds=bonds)
+        potential.prior.set_terms(terms)
+        committee.metadata["prior"] = {"kind": "bonded", **terms.summary()}
+    # The members learn what the prior leaves: their output scale follows those residuals.
+    e_left, f_left = e[train], f[train].double()
+    if potential.prior.n_terms > 0:
+        prior_e, prior_f = _prior_labels(potential.prior, x[train])
+        e_left, f_left = e_left - prior_e, f_left - prior_f
+    s_e = float(e_left.std().clamp_min(1e-3)) if len(train) > 1 else 1.0
+    s_f = float(f_left.pow(2).mean().sqrt().clamp_min(1e-3))
     if not keep_energy_scale:
         with torch.no_grad():
-            members.energy_shift.fill_(float(e[train].mean()))
+            members.energy_shift.fill_(float(e_left.mean()))
             members.energy_scale.fill_(s_e if config.energy_scale == "energy_std" else 0.1 * s_f)
     # Energies are compared after removing the shift in float64, so float32 members do not
     # lose digits on large absolute energies (xTB: -1e5 kJ/mol).
@@ -325,11 +342,31 @@ def train_committee(committee: Committee, positions, energies, forces, config: T
     return report
 
 
+def _prior_labels(prior, x: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prior's energies ``[F]`` and forces ``[F, N, 3]`` (float64) on frames ``x``."""
+    dtype = prior.bond_k.dtype
+    prior.double()
+    energies, forces = [], []
+    for start in range(0, len(x), batch_size):
+        xb = x[start : start + batch_size].detach().double().requires_grad_(True)
+        with torch.enable_grad():
+            energy = prior(xb)
+            gradient = torch.autograd.grad(energy.sum(), xb)[0]
+        energies.append(energy.detach())
+        forces.append(-gradient)
+    prior.to(dtype)
+    return torch.cat(energies), torch.cat(forces)
+
+
 _MODEL_OPTIONS = {
     "painn": {"n_members", "n_features", "n_rbf", "n_interactions", "cutoff", "neighbor_list", "seed"},
     "schnet": {"n_members", "n_features", "n_rbf", "n_interactions", "cutoff", "seed"},
     "mlp": {"n_members", "hidden", "seed"},
 }
+PRIORS = ("bonded", "none")
+# Without a choice, equivariant members learn on top of the bonded prior; the invariant SchNet
+# keeps its original setting, so the comparisons recorded with it stay reproducible.
+DEFAULT_PRIOR = {"painn": "bonded", "schnet": "none", "mlp": "none"}
 
 
 @dataclass
@@ -349,8 +386,11 @@ class CommitteeTrainer:
     model_options : dict
         Keyword arguments of :meth:`Committee.painn` / :meth:`Committee.schnet` /
         :meth:`Committee.mlp` (``n_members``, ``n_features``, ``n_rbf``, ``n_interactions``,
-        ``cutoff``, ``neighbor_list``, ``hidden``, ``seed``); options another architecture
-        does not take are ignored, None means the architecture's default.
+        ``cutoff``, ``neighbor_list``, ``hidden``, ``seed``) and ``prior`` (``bonded``: fit
+        harmonic bonds and angles to the training forces first and train the members on what
+        they leave, see :mod:`openmm_adv.models.prior`; ``none``); options another
+        architecture does not take are ignored, None means the architecture's default
+        (``prior``: ``bonded`` for painn, ``none`` otherwise).
     config : TrainingConfig
     progress : bool
     """
@@ -363,6 +403,15 @@ class CommitteeTrainer:
     def __post_init__(self):
         if self.architecture not in _MODEL_OPTIONS:
             raise ValueError(f"architecture must be one of {sorted(_MODEL_OPTIONS)}, got {self.architecture!r}")
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS} (or None for the architecture's default), "
+                             f"got {self.model_options.get('prior')!r}")
+
+    @property
+    def prior(self) -> str:
+        """The prior the members are trained on top of (``bonded`` or ``none``)."""
+        choice = self.model_options.get("prior")
+        return DEFAULT_PRIOR[self.architecture] if choice is None else choice
 
     def new_committee(self, atomic_numbers, seed: int = 0) -> Committee:
         """An untrained committee; ``seed`` is added to the model's initialisation seed.
@@ -379,7 +428,8 @@ class CommitteeTrainer:
             return Committee.schnet(atomic_numbers, **options)
         return Committee.painn(atomic_numbers, **options)
 
-    def train(self, dataset, seed: int = 0, start_from: Committee | None = None) -> tuple[Committee, TrainingReport]:
+    def train(self, dataset, seed: int = 0, start_from: Committee | None = None,
+              bonds=None) -> tuple[Committee, TrainingReport]:
         """Train a committee on every record of ``dataset`` (its own validation split inside).
 
         Parameters
@@ -391,8 +441,11 @@ class CommitteeTrainer:
             Fine-tune a copy of this committee (eager or loaded TorchScript, same architecture
             and hyperparameters) for ``config.warm_start_epochs`` epochs at
             ``config.warm_start_learning_rate`` (``epochs`` and ``learning_rate`` where those
-            are None) instead of training new weights. Its energy shift and scale are
+            are None) instead of training new weights. Its energy shift, scale and prior are
             kept. The bootstrap weights are drawn anew from ``seed``.
+        bonds : sequence of (int, int), optional
+            The molecule's covalent bonds (e.g. ``MolecularSystem.bonds``, from its topology)
+            for the bonded prior; found from interatomic distances when omitted.
         """
         config = TrainingConfig(**{**asdict(self.config), "seed": self.config.seed + int(seed)})
         committee = self.new_committee(dataset.atomic_numbers, seed)
@@ -403,7 +456,9 @@ class CommitteeTrainer:
             if config.warm_start_learning_rate is not None:
                 config.learning_rate = config.warm_start_learning_rate
         report = train_committee(committee, dataset.positions, dataset.energies, dataset.forces, config,
-                                 progress=self.progress, keep_energy_scale=start_from is not None)
+                                 progress=self.progress, keep_energy_scale=start_from is not None,
+                                 fit_prior=self.prior == "bonded" and start_from is None,
+                                 bonds=None if bonds is None or len(bonds) == 0 else bonds)
         if start_from is not None:
             committee.metadata["fine_tuned_from"] = start_from.metadata.get("training_data_hash")
         return committee, report
@@ -412,7 +467,11 @@ class CommitteeTrainer:
 def _copy_weights(source: Committee, target: Committee) -> None:
     """Load ``source``'s weights into the eager ``target``, naming what does not match."""
     state = source.potential.state_dict()
+    # The fitted prior travels with the weights (its size is the source's); a committee saved
+    # before priors existed has none, which is an empty prior.
+    target.potential.prior.resize_like(state, "prior.")
     expected = target.potential.state_dict()
+    state = {**{k: v for k, v in expected.items() if k.startswith("prior.")}, **state}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)

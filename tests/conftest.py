@@ -22,8 +22,33 @@ def make_small_committee(atomic_numbers, architecture="painn", **options):
                                 dtype=torch.float64, seed=3, **options)
     if architecture == "painn_cutoff":
         options["neighbor_list"] = "cutoff"
-    return Committee.painn(atomic_numbers, n_members=3, n_features=8, n_rbf=8, n_interactions=2,
-                           dtype=torch.float64, seed=3, **options)
+    committee = Committee.painn(atomic_numbers, n_members=3, n_features=8, n_rbf=8, n_interactions=2,
+                                dtype=torch.float64, seed=3, **options)
+    if architecture == "painn_prior":
+        committee.potential.prior.set_terms(example_prior_terms(atomic_numbers))
+    return committee
+
+
+def example_prior_terms(atomic_numbers):
+    """Bonded-prior terms for alanine dipeptide with stiffnesses like Amber's (not fitted);
+    equilibrium values are the reference geometry's, averaged over each chemical type so the
+    prior keeps the molecule's symmetry as a fitted one does."""
+    from openmm_adv.models.prior import BondedTerms, _term_groups, angles_from_bonds, atom_types, find_bonds
+
+    geometry = alanine_dipeptide().positions
+    bonds = find_bonds(atomic_numbers, geometry)
+    angles = angles_from_bonds(bonds, len(atomic_numbers))
+    types = atom_types(atomic_numbers, bonds)
+
+    def type_mean(values, terms):
+        group, n = _term_groups(types, terms)
+        return (np.bincount(group, weights=values, minlength=n) / np.bincount(group, minlength=n))[group]
+
+    r = np.linalg.norm(geometry[bonds[:, 0]] - geometry[bonds[:, 1]], axis=1)
+    a, c = geometry[angles[:, 0]] - geometry[angles[:, 1]], geometry[angles[:, 2]] - geometry[angles[:, 1]]
+    theta = np.arccos(np.sum(a * c, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(c, axis=1))
+    return BondedTerms(bonds, np.full(len(bonds), 3e5), type_mean(r, bonds) + 0.002, angles,
+                       np.full(len(angles), 400.0), type_mean(theta, angles) - 0.05)
 
 
 @pytest.fixture(scope="session")
@@ -32,9 +57,10 @@ def small_committee(ala2):
     return make_small_committee(ala2.atomic_numbers)
 
 
-@pytest.fixture(scope="session", params=["painn", "painn_cutoff", "schnet"])
+@pytest.fixture(scope="session", params=["painn", "painn_cutoff", "painn_prior", "schnet"])
 def any_committee(request, ala2):
-    """The small committee of every architecture (and neighbour-list path)."""
+    """The small committee of every architecture (and neighbour-list path, and with a bonded
+    prior)."""
     return make_small_committee(ala2.atomic_numbers, request.param)
 
 

@@ -98,7 +98,7 @@ def _initial_committee(protocol: CompareProtocol, system, data, trainer, folder:
     path = folder / "committee.pt"
     if not path.exists():
         echo(f"repeat {repeat}: training the shared initial committee on {len(data)} structures")
-        committee, report = trainer.train(data, seed=1000 * (protocol.seed + repeat) + 1)
+        committee, report = trainer.train(data, seed=1000 * (protocol.seed + repeat) + 1, bonds=system.bonds)
         folder.mkdir(parents=True, exist_ok=True)
         committee.save(path)
         _atomic_write_text(folder / "training.json", json.dumps(report.summary(), indent=1) + "\n")

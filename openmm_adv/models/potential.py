@@ -7,6 +7,8 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from .prior import BondedPrior
+
 __all__ = ["CommitteePotential"]
 
 
@@ -17,6 +19,9 @@ class CommitteePotential(nn.Module):
     CPU platforms hand over float64) and computes every member's forces with ONE backward pass:
     each member gets its own copy of the positions and the sum of all energies is
     differentiated.
+
+    ``prior`` is a :class:`~openmm_adv.models.prior.BondedPrior` shared by all members (zero
+    until the trainer fits it); each member's energy is its network's plus the prior's.
     """
 
     def __init__(self, members: nn.Module):
@@ -27,6 +32,7 @@ class CommitteePotential(nn.Module):
         self.register_buffer("atomic_numbers", members.atomic_numbers.clone())
         dtype = next(members.parameters()).dtype if any(True for _ in members.parameters()) else torch.float32
         self.register_buffer("dtype_probe", torch.zeros(0, dtype=dtype))
+        self.prior = BondedPrior(dtype)
 
     def _checked(self, positions: Tensor) -> Tensor:
         if positions.dim() != 3 or positions.shape[2] != 3:
@@ -41,7 +47,7 @@ class CommitteePotential(nn.Module):
     def forward(self, positions: Tensor) -> Tensor:
         """Per-member energies ``[B, M]`` (kJ/mol) for positions ``[B, N, 3]`` (nm)."""
         pos = self._checked(positions)
-        return self.members(pos.unsqueeze(1).expand(-1, self.n_members, -1, -1))
+        return self.members(pos.unsqueeze(1).expand(-1, self.n_members, -1, -1)) + self.prior(pos).unsqueeze(1)
 
     @torch.jit.export
     def energies_and_forces(self, positions: Tensor, create_graph: bool = False) -> Tuple[Tensor, Tensor]:
@@ -54,7 +60,7 @@ class CommitteePotential(nn.Module):
         if not pos.requires_grad:
             pos = pos.detach().requires_grad_(True)
         per_member = pos.unsqueeze(1).repeat(1, self.n_members, 1, 1)
-        energies = self.members(per_member)
+        energies = self.members(per_member) + self.prior(per_member)
         grads = torch.autograd.grad(
             [energies.sum()], [per_member], create_graph=create_graph, retain_graph=create_graph
         )
