@@ -98,6 +98,13 @@ def build_sampler(kind: str, options, system, progress: bool = True):
     common = dict(geometry_check=system, progress=progress)
     if kind == "attack":
         return samplers.AttackSampler(**attack_options(options, system, progress))
+    if kind == "torsion_attack":
+        try:
+            sampler = samplers.TorsionAttackSampler(system, progress=progress, **settings)
+            samplers.torsion_attack.rotors_for(system, settings["torsions"])  # fail at start, not mid-run
+        except ValueError as exc:
+            raise ConfigError(f"samplers.torsion_attack: {exc}") from exc
+        return sampler
     if kind == "committee_md":
         return samplers.CommitteeMDSampler(system=system, **settings, **common)
     if kind == "metadynamics":

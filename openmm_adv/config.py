@@ -285,6 +285,35 @@ _METRICS = ("force_variance", "max_force_deviation", "energy_std")
 
 
 @dataclass
+class TorsionAttackConfig:
+    """Adversarial attack on the angles of rotatable bonds (see
+    :class:`openmm_adv.samplers.TorsionAttack`): ``torsions`` ``rotatable`` (every rotatable
+    bond of the topology), ``cvs`` (the system's dihedral CVs) or a list of 4-atom dihedrals;
+    ``step_size`` and ``max_step`` in radians; ``kT`` in kJ/mol; ``novelty_weight`` > 0 adds
+    ``-novelty_weight * log p`` of the labelled data's CV density (bandwidth in radians) to the
+    objective; ``seeds: frontier`` starts from the labelled frames where that density is lowest;
+    ``refine_steps`` Cartesian attack steps at ``refine_kT`` (kJ/mol) follow; atoms three or more
+    bonds apart closer than ``clash_factor`` times their van der Waals radii are a clash."""
+
+    kT: float = field(default=20.9, **_limits(gt=0.0))
+    n_steps: int = field(default=150, **_limits(ge=1))
+    step_size: float = field(default=0.05, **_limits(gt=0.0))
+    max_step: float = field(default=0.3, **_limits(gt=0.0))
+    torsions: Union[str, list[list[int]]] = "rotatable"
+    metric: str = field(default="force_variance", **_limits(choices=_METRICS))
+    batch_size: int = field(default=16, **_limits(ge=1))
+    report_interval: int = field(default=5, **_limits(ge=1))
+    novelty_weight: float = field(default=0.0, **_limits(ge=0.0))
+    novelty_bandwidth: float = field(default=0.35, **_limits(gt=0.0))
+    seeds: str = field(default="uniform", **_limits(choices=("uniform", "frontier")))
+    refine_steps: int = field(default=40, **_limits(ge=0))
+    refine_kT: float = field(default=2.5, **_limits(gt=0.0))
+    refine_step_size: float = field(default=0.001, **_limits(gt=0.0))
+    clash_factor: float = field(default=0.6, **_limits(gt=0.0))
+    platform: str = field(default="CPU", **_limits(choices=("Reference", "CPU", "CUDA")))
+
+
+@dataclass
 class _DynamicsConfig:
     temperature: float = field(default=300.0, **_limits(gt=0.0))
     timestep: float = field(default=0.0005, **_limits(gt=0.0))
@@ -431,6 +460,7 @@ class LoopRunConfig:
 
 SAMPLER_CONFIGS = {
     "attack": AttackConfig,
+    "torsion_attack": TorsionAttackConfig,
     "committee_md": CommitteeMDConfig,
     "metadynamics": MetadynamicsConfig,
     "uncertainty_metadynamics": UncertaintyMetadynamicsConfig,

@@ -8,6 +8,10 @@ import numpy as np
 
 __all__ = ["GeometryCheck"]
 
+# Bondi (J. Phys. Chem. 68, 441, 1964), nm; hydrogen 0.12.
+_VDW_RADIUS_NM = {1: 0.120, 6: 0.170, 7: 0.155, 8: 0.152, 9: 0.147, 15: 0.180, 16: 0.180, 17: 0.175, 35: 0.185,
+                  53: 0.198}
+
 
 @dataclass
 class GeometryCheck:
@@ -24,6 +28,13 @@ class GeometryCheck:
         reference length counts as broken.
     min_distance : float
         Non-bonded atoms closer than this (nm) clash.
+    atomic_numbers : sequence of int, optional
+        Needed for ``vdw_clash_factor``.
+    vdw_clash_factor : float, optional
+        Also flag atoms three or more bonds apart that are closer than this times the sum of
+        their van der Waals radii (Bondi). Moves that turn whole groups (torsion attacks) can
+        push groups into each other while every bond stays intact; ``min_distance`` alone
+        would only catch atoms on top of each other.
     """
 
     bonds: list
@@ -31,6 +42,8 @@ class GeometryCheck:
     max_bond_ratio: float = 1.5
     min_bond_ratio: float = 0.7
     min_distance: float = 0.07
+    atomic_numbers: object = None
+    vdw_clash_factor: float | None = None
 
     def __post_init__(self):
         ref = np.asarray(self.reference_positions, dtype=np.float64)
@@ -41,6 +54,17 @@ class GeometryCheck:
         nonbonded[self._bonds[:, 0], self._bonds[:, 1]] = False
         nonbonded[self._bonds[:, 1], self._bonds[:, 0]] = False
         self._pairs = np.argwhere(nonbonded)
+        self._vdw_pairs, self._vdw_limit = np.zeros((0, 2), np.int64), np.zeros(0)
+        if self.vdw_clash_factor is not None:
+            if self.atomic_numbers is None:
+                raise ValueError("vdw_clash_factor needs the atomic numbers")
+            radius = np.array([_VDW_RADIUS_NM.get(int(z), 0.2) for z in self.atomic_numbers])
+            adjacency = np.zeros((n, n), dtype=bool)
+            adjacency[self._bonds[:, 0], self._bonds[:, 1]] = adjacency[self._bonds[:, 1], self._bonds[:, 0]] = True
+            within_two = adjacency | ((adjacency.astype(int) @ adjacency.astype(int)) > 0) | np.eye(n, dtype=bool)
+            far = np.triu(~within_two, k=1)
+            self._vdw_pairs = np.argwhere(far)
+            self._vdw_limit = self.vdw_clash_factor * (radius[self._vdw_pairs[:, 0]] + radius[self._vdw_pairs[:, 1]])
 
     @classmethod
     def for_system(cls, system, **kwargs) -> "GeometryCheck":
@@ -75,4 +99,13 @@ class GeometryCheck:
                 i, j = self._pairs[k]
                 valid[b] = False
                 reasons[b] = f"atoms {i} and {j} clash at {d[b, k]:.3f} nm"
+        if len(self._vdw_pairs):
+            d = np.linalg.norm(safe[:, self._vdw_pairs[:, 0]] - safe[:, self._vdw_pairs[:, 1]], axis=-1)
+            overlap = d / self._vdw_limit
+            for b in np.flatnonzero((overlap < 1.0).any(axis=1) & valid):
+                k = int(np.argmin(overlap[b]))
+                i, j = self._vdw_pairs[k]
+                valid[b] = False
+                reasons[b] = (f"atoms {i} and {j} overlap at {d[b, k]:.3f} nm "
+                              f"(< {self.vdw_clash_factor} x their van der Waals radii)")
         return valid, reasons

@@ -284,6 +284,8 @@ class ActiveLearningLoop:
         parts, costs = [], {}
         for k, sampler in enumerate(self.samplers):
             self.echo(f"generation {g}: sampling with {sampler.name} from {len(seeds)} seeds")
+            if hasattr(sampler, "observe_dataset"):  # novelty and frontier seeds read what is labelled
+                sampler.observe_dataset(data.positions)
             found: Candidates = sampler.sample(committee, seeds, np.random.default_rng([self.seed, g, k]))
             costs[sampler.name] = {
                 "candidates": len(found), "force_evaluations": int(found.n_force_evaluations),

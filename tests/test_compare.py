@@ -103,7 +103,10 @@ def test_ala2_protocol_ci_size(tmp_path):
     assert len(rows) == 3 * 2
     final = [r for r in rows if r["generation"] == 1]
     for row in final:
-        assert 0 < row["coverage"] <= 1 and row["force_rmse"] > 0 and row["oracle_calls"] <= 4, row
+        assert 0 < row["coverage"] <= 1 and row["force_rmse"] > 0 and row["label_calls"] <= 4, row
+        # reference MD's own MD steps are reference evaluations too: on the oracle-call axis
+        expected = row["label_calls"] + (6 * 200 if row["sampler"] == "reference_md" else 0)
+        assert row["oracle_calls"] == expected, row
         assert 0 <= row["stable_fraction"] <= 1
     # reference_md's own seed count (6, the protocol's 4): more proposals, the same label budget
     first = json.loads((out / "runs" / "reference_md" / "rep00" / "log.jsonl").read_text().splitlines()[0])

@@ -22,7 +22,11 @@ def _cumulative_costs(log: list[dict], generation: int) -> dict:
     records = [r for r in log if isinstance(r.get("generation"), int) and r["generation"] <= generation]
     stages = ("train", "sample", "select", "label")
     return {
-        "oracle_calls": int(sum(r["oracle_calls"] for r in records)),
+        # Labels plus the reference evaluations a sampler made itself (reference MD's steps):
+        # both cost one call of the ground truth each.
+        "oracle_calls": int(sum(r["oracle_calls"] + sum(s.get("oracle_calls", 0) for s in r["samplers"].values())
+                                for r in records)),
+        "label_calls": int(sum(r["oracle_calls"] for r in records)),
         "oracle_failures": int(sum(r["oracle_failures"] for r in records)),
         "force_evaluations": int(sum(s["force_evaluations"] for r in records for s in r["samplers"].values())),
         **{f"seconds_{stage}": float(sum(r["stage_seconds"][stage] for r in records)) for stage in stages},

@@ -219,7 +219,8 @@ def run_protocol(protocol: CompareProtocol, output_dir: str | Path, progress: bo
 
 def _cached_metrics(loop: ActiveLearningLoop, protocol: CompareProtocol, system) -> list[dict]:
     path = loop.run_dir / "metrics.json"
-    key = {"metrics": asdict(protocol.metrics), "generations": protocol.generations}
+    # version 2: oracle calls include the samplers' own reference evaluations (label_calls added)
+    key = {"metrics": asdict(protocol.metrics), "generations": protocol.generations, "version": 2}
     if path.exists():
         cached = json.loads(path.read_text())
         if cached.get("key") == key:

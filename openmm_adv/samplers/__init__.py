@@ -7,6 +7,7 @@ from .md import CommitteeMDSampler
 from .metadynamics import MetadynamicsSampler, UncertaintyMetadynamicsSampler, uncertainty_cv_force
 from .random_displacement import RandomDisplacementSampler
 from .reference import ReferenceMDSampler
+from .torsion_attack import TorsionAttack, TorsionAttackSampler
 from .udd import UDDSampler
 
 __all__ = [
@@ -18,6 +19,8 @@ __all__ = [
     "MetadynamicsSampler",
     "RandomDisplacementSampler",
     "ReferenceMDSampler",
+    "TorsionAttack",
+    "TorsionAttackSampler",
     "UDDSampler",
     "UncertaintyMetadynamicsSampler",
     "attack_integrator",

@@ -67,9 +67,10 @@ class ReferenceMDSampler:
     Notes
     -----
     The seeds run one after another in ONE Context (the reference System holds one molecule).
-    Cost: ``oracle_calls`` = kept frames; ``info["reference_force_evaluations"]`` = MD steps
-    run (cheap for a force field, the real cost with an ab initio oracle);
-    ``n_force_evaluations`` = committee scoring of the frames.
+    Cost: ``oracle_calls`` = ``info["reference_force_evaluations"]`` = every MD step run, since
+    each is a reference-potential evaluation (cheap for a force field, the real cost with an ab
+    initio oracle); labelling the kept frames afterwards is counted by the loop on top, as for
+    every sampler. ``n_force_evaluations`` = committee scoring of the frames.
     """
 
     name = "reference_md"
@@ -175,7 +176,7 @@ class ReferenceMDSampler:
             sampler=self.name,
             seed_index=np.asarray(seed_index, dtype=np.int64),
             n_force_evaluations=int(len(frames)),
-            oracle_calls=int(len(frames)),
+            oracle_calls=int(md_steps),
             wall_seconds=time.perf_counter() - start,
             info={
                 "reference_energies": np.asarray(ref_e, dtype=np.float64),

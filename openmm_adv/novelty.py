@@ -1,0 +1,117 @@
+"""Novelty in collective-variable space: how far a geometry is from the data already labelled.
+
+The density of the labelled data's CV values is a kernel density estimate with a periodic
+(von Mises) kernel per dihedral CV and a Gaussian per Cartesian one::
+
+    p(s) = 1/n sum_d prod_c k_c(s_c - s_dc),     novelty(s) = -log p(s)
+
+``novelty`` is dimensionless; added to the adversarial log-objective with weight ``w`` it is
+``-w kT log p`` in energy units, a bias that pushes away from labelled CV regions as a
+metadynamics bias pushes away from visited ones. Frontier seeds are the labelled frames where
+``p`` is lowest: the edge of what is known, from where new regions are nearest.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .torsions import dihedral_gradient
+
+__all__ = ["CVDensity", "frontier_indices"]
+
+
+class CVDensity:
+    """Kernel density of labelled CV values, its log and gradient.
+
+    Parameters
+    ----------
+    cvs : sequence of CollectiveVariable
+        The CVs (``kind`` dihedral or coordinate; see :class:`openmm_adv.systems.CollectiveVariable`).
+    values : array ``[n, C]``
+        CV values of the labelled data (radians / nm).
+    bandwidth : float or sequence of float
+        Kernel width per CV: radians for dihedrals (default 0.35, 20 degrees: about one
+        10-degree bin either side), nm for coordinates.
+    """
+
+    def __init__(self, cvs: Sequence, values, bandwidth=0.35):
+        self.cvs = list(cvs)
+        self.values = np.asarray(values, dtype=np.float64).reshape(-1, len(self.cvs))
+        if len(self.values) == 0:
+            raise ValueError("a CV density needs at least one labelled point")
+        width = np.broadcast_to(np.asarray(bandwidth, dtype=np.float64), (len(self.cvs),))
+        if not (width > 0).all():
+            raise ValueError(f"bandwidths must be positive, got {width}")
+        self.bandwidth = width
+        self.periodic = np.array([cv.kind == "dihedral" for cv in self.cvs])
+
+    @classmethod
+    def from_positions(cls, system, positions, cv_names=None, bandwidth=0.35) -> "CVDensity":
+        """The density of ``positions [n, N, 3]`` in the system's CVs (all, or ``cv_names``)."""
+        names = list(cv_names or system.collective_variables)
+        values = system.compute_cvs(np.asarray(positions))
+        return cls([system.collective_variables[n] for n in names], np.stack([values[n] for n in names], axis=1),
+                   bandwidth)
+
+    def _log_kernels(self, s: np.ndarray):
+        """Per query and data point, the log kernel ``[B, n]`` and its derivative ``[B, n, C]``."""
+        diff = s[:, None, :] - self.values[None]
+        w2 = self.bandwidth**2
+        # von Mises exp((cos d - 1)/w^2) ~ exp(-d^2 / 2 w^2) near d = 0, periodic.
+        log_k = np.where(self.periodic, (np.cos(diff) - 1.0) / w2, -0.5 * diff**2 / w2)
+        dlog_k = np.where(self.periodic, -np.sin(diff) / w2, -diff / w2)
+        return log_k.sum(-1), dlog_k
+
+    def values_of(self, positions: np.ndarray) -> np.ndarray:
+        """CV values ``[B, C]`` of geometries ``[B, N, 3]``."""
+        x = np.asarray(positions, dtype=np.float64)
+        out = []
+        for cv in self.cvs:
+            if cv.kind == "dihedral":
+                out.append(dihedral_gradient(x, cv.atoms)[0])
+            else:
+                out.append(x[:, cv.atoms[0], cv.axis])
+        return np.stack(out, axis=1)
+
+    def log_density(self, s: np.ndarray) -> np.ndarray:
+        """``log p`` at CV values ``[B, C]`` (kernels normalised to 1 at their centre)."""
+        log_k, _ = self._log_kernels(np.asarray(s, dtype=np.float64).reshape(-1, len(self.cvs)))
+        peak = log_k.max(axis=1, keepdims=True)
+        return peak[:, 0] + np.log(np.exp(log_k - peak).mean(axis=1))
+
+    def novelty_and_gradient(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``-log p`` ``[B]`` of geometries ``[B, N, 3]`` and its Cartesian gradient ``[B, N, 3]``."""
+        x = np.asarray(positions, dtype=np.float64)
+        s = self.values_of(x)
+        log_k, dlog_k = self._log_kernels(s)
+        peak = log_k.max(axis=1, keepdims=True)
+        weights = np.exp(log_k - peak)
+        weights /= weights.sum(axis=1, keepdims=True)
+        log_p = peak[:, 0] + np.log(np.exp(log_k - peak).mean(axis=1))
+        d_log_p = np.einsum("bn,bnc->bc", weights, dlog_k)  # d log p / d s
+        gradient = np.zeros_like(x)
+        for c, cv in enumerate(self.cvs):
+            if cv.kind == "dihedral":
+                _, ds_dx = dihedral_gradient(x, cv.atoms)
+                gradient[:, list(cv.atoms)] -= d_log_p[:, c, None, None] * ds_dx
+            else:
+                gradient[:, cv.atoms[0], cv.axis] -= d_log_p[:, c]
+        return -log_p, gradient
+
+
+def frontier_indices(density: CVDensity, values, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """``n`` distinct indices of the points ``values [m, C]`` at the frontier of ``density``.
+
+    Points are drawn without replacement with probability proportional to ``1 / p``, so the
+    sparsest labelled regions are favoured but a single outlier is not drawn every time
+    (``rng=None``: the ``n`` lowest-density points, deterministic).
+    """
+    values = np.asarray(values, dtype=np.float64).reshape(-1, len(density.cvs))
+    n = min(int(n), len(values))
+    log_p = density.log_density(values)
+    if rng is None:
+        return np.sort(np.argsort(log_p)[:n])
+    weights = np.maximum(np.exp(-(log_p - log_p.min())), 1e-300)
+    return np.sort(rng.choice(len(values), size=n, replace=False, p=weights / weights.sum()))
