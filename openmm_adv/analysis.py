@@ -151,9 +151,13 @@ def nn_md_stability(committee, system, seeds, temperature: float = 300.0, timest
 
     All seeds run as non-interacting replicas in one Context; a replica "fails" at the first
     check where a bond leaves 0.7-1.5x its reference length, atoms clash or a coordinate is
-    not finite (:class:`~openmm_adv.geometry.GeometryCheck`). Returns per-replica survival
-    times (``n_steps * timestep`` for a replica that never failed), their median and the
-    fraction that survived.
+    not finite (:class:`~openmm_adv.geometry.GeometryCheck`). A failed replica is frozen at its
+    seed (mass 0), so it cannot end the run for the others. When OpenMM itself stops (NaN
+    positions inside a check interval), the run goes back to the last check, retries the
+    interval one step at a time and, if a single step still fails, retires the replica with the
+    largest committee force there: one replica blowing up never counts the others as failed.
+    Returns per-replica survival times (``n_steps * timestep`` for a replica that never failed),
+    their median and the fraction that survived.
     """
     import openmm
     from openmm import unit
@@ -176,28 +180,66 @@ def nn_md_stability(committee, system, seeds, temperature: float = 300.0, timest
     context.setVelocitiesToTemperature(temperature, seed + 1)
     survived = np.full(b, n_steps * timestep)
     alive = np.ones(b, dtype=bool)
+    nm, nm_ps = unit.nanometer, unit.nanometer / unit.picosecond
+
+    def snapshot():
+        state = context.getState(getPositions=True, getVelocities=True)
+        return (np.asarray(state.getPositions(asNumpy=True).value_in_unit(nm)).reshape(b, n, 3),
+                np.asarray(state.getVelocities(asNumpy=True).value_in_unit(nm_ps)).reshape(b, n, 3))
+
+    def restore(x, v):
+        context.setPositions(x.reshape(-1, 3))
+        context.setVelocities(v.reshape(-1, 3))
+
+    def retire(replicas, x, v, at_step):
+        survived[replicas] = at_step * timestep
+        alive[replicas] = False
+        # Freeze retired replicas at their seed (mass 0: the integrator leaves them alone), so
+        # a replica whose seed is itself unstable cannot blow up again.
+        x[replicas], v[replicas] = seeds[replicas], 0.0
+        for r in np.atleast_1d(replicas).nonzero()[0] if np.asarray(replicas).dtype == bool else np.atleast_1d(replicas):
+            for atom in range(n):
+                omm.setParticleMass(int(r) * n + atom, 0.0)
+        context.reinitialize(preserveState=True)
+        restore(x, v)
+
+    def check_and_retire(at_step):
+        x, v = snapshot()
+        ok, _ = check(x)
+        ok &= np.isfinite(v).all(axis=(1, 2))
+        newly = alive & ~ok
+        if newly.any():
+            retire(newly, x, v, at_step)
+        return x, v
+
+    good_x, good_v = snapshot()
     done = 0
     while done < n_steps and alive.any():
+        steps = min(check_interval, n_steps - done)
         try:
-            integrator.step(check_interval)
+            integrator.step(steps)
+            done += steps
+            good_x, good_v = check_and_retire(done)
+            continue
         except openmm.OpenMMException:
-            survived[alive] = done * timestep
-            alive[:] = False
-            break
-        done += check_interval
-        state = context.getState(getPositions=True, getVelocities=True)
-        x = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)).reshape(b, n, 3)
-        ok, _ = check(x)
-        newly = alive & ~ok
-        survived[newly] = done * timestep
-        alive &= ok
-        if newly.any():
-            # Park failed replicas at their seed, at rest, so a replica blowing up cannot end
-            # the run (an OpenMM NaN error) for the replicas that are still physical.
-            v = np.asarray(state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)).reshape(b, n, 3)
-            x[newly], v[newly] = seeds[newly], 0.0
-            context.setPositions(x.reshape(-1, 3))
-            context.setVelocities(v.reshape(-1, 3))
+            restore(good_x, good_v)
+        # Retry the interval step by step to find when, and which replica, fails.
+        target = done + steps
+        while done < target and alive.any():
+            try:
+                integrator.step(1)
+                done += 1
+                good_x, good_v = check_and_retire(done)
+            except openmm.OpenMMException:
+                # The replica that will blow up: the largest committee force, or, where the
+                # committee cannot even be evaluated, the fastest atom.
+                try:
+                    _, forces = committee.energies_and_forces(good_x)
+                    worst = np.nan_to_num(np.abs(forces.mean(axis=1)).max(axis=(1, 2)), nan=np.inf)
+                except ValueError:
+                    worst = np.nan_to_num(np.abs(good_v).max(axis=(1, 2)), nan=np.inf)
+                worst[~alive] = -np.inf
+                retire(np.array([int(np.argmax(worst))]), good_x, good_v, done)
     return {
         "survival_ps": survived.tolist(),
         "median_survival_ps": float(np.median(survived)),

@@ -108,15 +108,32 @@ def test_ala2_protocol_ci_size(tmp_path):
         expected = row["label_calls"] + (6 * 200 if row["sampler"] == "reference_md" else 0)
         assert row["oracle_calls"] == expected, row
         assert 0 <= row["stable_fraction"] <= 1
+        assert row["fes_rmse"] > 0 and row["fes_bins"] > 300 and "fes_error_C7ax" in row
     # reference_md's own seed count (6, the protocol's 4): more proposals, the same label budget
     first = json.loads((out / "runs" / "reference_md" / "rep00" / "log.jsonl").read_text().splitlines()[0])
     assert first["samplers"]["reference_md"]["candidates"] == 6 * 200 // 20 and first["oracle_calls"] == 4, first
     for name in ("REPORT.md", "force_rmse_vs_oracle_calls.png", "coverage_vs_oracle_calls.png", "ramachandran.png"):
         assert (out / name).exists(), name
+    assert "Free-energy fidelity of the final committee" in (out / "REPORT.md").read_text()
+    # coverage per generation is that of the data labelled up to that generation, no more
+    from openmm_adv.data import Dataset
+    from openmm_adv.reference_data import load_reference_fes
+    from openmm_adv.systems import alanine_dipeptide
+
+    ala2 = alanine_dipeptide()
+    data = Dataset.load(out / "runs" / "attack" / "rep00" / "dataset.h5")
+    cvs = ala2.compute_cvs(data.positions)
+    phi, psi = np.degrees(cvs["phi"]), np.degrees(cvs["psi"])
+    accessible = load_reference_fes().accessible_bins(25.0)
+    for g in (0, 1):
+        (row,) = [r for r in rows if r["sampler"] == "attack" and r["generation"] == g]
+        upto = data.provenance["generation"] <= g
+        assert row["coverage"] == pytest.approx(coverage(phi[upto], psi[upto], accessible))
+        assert row["dataset_size"] == int(upto.sum())
     report = (out / "REPORT.md").read_text()
     assert "4 seeds per generation (reference_md 6)" in report
     label_rows = [line for line in report.splitlines() if line.startswith("| attack |")]
-    assert len(label_rows) == 4 and "n/a" not in label_rows[-1], label_rows  # the last table: what it labelled
+    assert len(label_rows) == 5 and "n/a" not in label_rows[-1], label_rows  # the last table: what it labelled
     survival = float(label_rows[0].rstrip(" |").rsplit("|", 1)[1].split()[0])  # the first table's last column
     assert 0 < survival <= 100 * 0.0005, label_rows[0]  # 100 stability steps of 0.5 fs
     # the diagnostics script reads the same folders: one row per sampler, every labelled pick counted

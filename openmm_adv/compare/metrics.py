@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..analysis import basins_found, coverage, nn_md_stability, test_set_errors
+from ..fes import fes_by_reweighting
 from ..data import Dataset
 from ..models.committee import Committee
 
@@ -92,6 +93,16 @@ def generation_metrics(loop, metrics_config, system, log: list[dict]) -> list[di
             row["force_rmse"] = float(np.sqrt(np.mean((forces - grid_f)[..., :2] ** 2)))
             sampled = data.energies[new]
             row["sampled_energy_median"] = float(np.median(sampled)) if sampled.size else None
+        if g == n_generations and system.name == "alanine_dipeptide":
+            # Free-energy fidelity of the final committee: the test frames reweighted (openmm_adv.fes).
+            energies, _, _ = committee.evaluate_in_batches(test.positions)
+            test_cvs_deg = np.degrees(test_cvs["phi"]), np.degrees(test_cvs["psi"])
+            fidelity = fes_by_reweighting(energies, test.energies, *test_cvs_deg, fes,
+                                          cutoff_kj_mol=metrics_config.fes_cutoff)
+            row.update(fes_rmse=fidelity["rmse_kj_mol"], fes_rmse_kT=fidelity["rmse_kT"],
+                       fes_median_ess=fidelity["median_ess"], fes_bins=fidelity["n_bins"])
+            for basin, values in fidelity["basins"].items():
+                row[f"fes_error_{basin}"] = values["error_kj_mol"]
         if g == n_generations and metrics_config.stability_steps > 0 and system.name == "alanine_dipeptide":
             pick = _stability_seeds(test_basins, metrics_config.stability_seeds)
             stability = nn_md_stability(committee, system, test.positions[pick], n_steps=metrics_config.stability_steps,

@@ -217,6 +217,21 @@ def write_report(protocol, out: Path, rows: list[dict], points: dict, wall_secon
                           f"over the basins) of 300 K Langevin MD on the final committee's mean that keep every bond "
                           f"and no clash for {ps:g} ps ({steps} steps of {fs:g} fs); survival: the median replica's "
                           f"time to its first broken bond or clash ({ps:g} when it never failed)."]
+        if any("fes_rmse" in r for r in rows):
+            fes_keys = [k for k in ("fes_error_C5", "fes_error_alpha_R", "fes_error_alpha_L", "fes_error_C7ax")
+                        if any(k in r for r in rows)]
+            lines += ["", "Free-energy fidelity of the final committee (kJ/mol): its phi/psi surface by free-energy "
+                          "perturbation of the reference test frames within 10-degree bins (`openmm_adv.fes`), "
+                          f"against the reference in every bin below {protocol.metrics.fes_cutoff:g} kJ/mol (mean "
+                          "offset removed), and each basin's free energy relative to C7eq minus the reference's; "
+                          "median effective frames per bin:", "",
+                      "| sampler | FES RMSE | FES RMSE (kT) | " + " | ".join(k.removeprefix("fes_error_") for k in fes_keys)
+                      + " | median ESS |", "|---|---|---|" + "---|" * len(fes_keys) + "---|"]
+            for name in samplers:
+                f = final[name]
+                lines.append(f"| {name} | {_fmt([r.get('fes_rmse') for r in f])} | {_fmt([r.get('fes_rmse_kT') for r in f], 2)} | "
+                             + " | ".join(_fmt([r.get(k) for r in f]) for k in fes_keys)
+                             + f" | {_fmt([r.get('fes_median_ess') for r in f], 1)} |")
         basin_keys = sorted({k for r in rows for k in r if k.startswith("force_rmse_")})
         if basin_keys:
             lines += ["", "Test force RMSE per basin (kJ/mol/nm):", "",
