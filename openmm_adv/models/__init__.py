@@ -6,11 +6,13 @@ from .mace import MACEMember, mace_committee, train_mace_committee
 from .mlp import StackedMLP
 from .painn import StackedPaiNN
 from .potential import CommitteePotential
+from .prior import BondedPrior, fit_bonded_prior
 from .schnet import StackedSchNet
 from .uncertainty import METRICS, energy_std, force_variance, max_force_deviation, uncertainty
 
 __all__ = [
     "METRICS",
+    "BondedPrior",
     "Committee",
     "CommitteeError",
     "CommitteePotential",
@@ -21,6 +23,7 @@ __all__ = [
     "StackedSchNet",
     "dataset_hash",
     "energy_std",
+    "fit_bonded_prior",
     "force_variance",
     "mace_committee",
     "max_force_deviation",
