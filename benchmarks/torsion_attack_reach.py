@@ -45,6 +45,9 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=16)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--novelty-weights", type=float, nargs="*", default=[1.0],
+                        help="novelty weights of the torsion + novelty variants")
+    parser.add_argument("--no-cartesian", action="store_true", help="skip the Cartesian attack")
     args = parser.parse_args(argv)
     configure_threads(args.threads)
     system = alanine_dipeptide()
@@ -55,16 +58,17 @@ def main(argv=None):
           "training minimum, median / max (kJ/mol) | median abs. committee energy error (kJ/mol) | wall s | host ms per step |")
     print("|---|---|---|---|---|---|---|---|")
     start = time.perf_counter()
-    cartesian = Attack(committee, kT=20.9, n_steps=args.steps, step_size=0.004, batch_size=args.seeds,
+    cartesian = None if args.no_cartesian else Attack(committee, kT=20.9, n_steps=args.steps, step_size=0.004, batch_size=args.seeds,
                        geometry_check=system, progress=False).run(seeds)
-    found = cartesian.candidates()
-    print(describe("Cartesian (kT 20.9, 0.004 nm)", system, data, seeds, found.positions, found.seed_index,
-                   found.energies, time.perf_counter() - start))
-    variants = {
-        "torsion": {},
-        "torsion + novelty (w = 1)": {"novelty_weight": 1.0},
-        "torsion + novelty + 40 Cartesian steps at kT 2.5": {"novelty_weight": 1.0, "refine_steps": 40},
-    }
+    if cartesian is not None:
+        found = cartesian.candidates()
+        print(describe("Cartesian (kT 20.9, 0.004 nm)", system, data, seeds, found.positions, found.seed_index,
+                       found.energies, time.perf_counter() - start))
+    variants = {"torsion": {}}
+    for w in args.novelty_weights:
+        variants[f"torsion + novelty (w = {w:g})"] = {"novelty_weight": w}
+        variants[f"torsion + novelty (w = {w:g}) + 40 Cartesian steps at kT 2.5"] = {"novelty_weight": w,
+                                                                                    "refine_steps": 40}
     for name, options in variants.items():
         start = time.perf_counter()
         found = TorsionAttack(committee, system, kT=20.9, n_steps=args.steps, batch_size=args.seeds,

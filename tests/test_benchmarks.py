@@ -88,3 +88,18 @@ def test_system_size_prints_its_table(bench, capsys):
     assert (model, atoms, pairs) == ("PaiNN auto", "22", "dense")
     assert float(ef.split()[0]) > 0 and float(attack.split()[0]) > 0
     assert "(+" in ef_memory and "(+" in attack_memory
+
+
+def test_architecture_cost_compares_every_variant(bench, capsys):
+    bench("architecture_cost").main(["--steps", "1", "--repeats", "1", "--warmup", "1", "--replicas", "1",
+                                     "--variants", "schnet (first recipe)", "painn (default recipe)"])
+    out = capsys.readouterr().out
+    assert "painn (default recipe)" in out and "1.00 / 1.00" in out  # SchNet is its own reference
+
+
+def test_torsion_attack_reach_prints_its_table(bench, capsys):
+    bench("torsion_attack_reach").main(["--seeds", "2", "--steps", "5", "--novelty-weights", "1"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "/2 |" in line]
+    assert [r.split(" | ")[0] for r in rows] == ["| Cartesian (kT 20.9, 0.004 nm)", "| torsion",
+                                                 "| torsion + novelty (w = 1)",
+                                                 "| torsion + novelty (w = 1) + 40 Cartesian steps at kT 2.5"]
