@@ -40,6 +40,21 @@ def test_default_rotors_of_alanine_dipeptide_are_phi_and_psi(ala2):
         assert len(rotor.moving) <= ala2.n_atoms // 2
 
 
+def test_rotors_of_other_molecules():
+    # butane: only the central C-C turns a heavy group; with terminal rotors the two methyls too
+    carbons = [(0, 1), (1, 2), (2, 3)]
+    hydrogens = [(0, 4), (0, 5), (0, 6), (1, 7), (1, 8), (2, 9), (2, 10), (3, 11), (3, 12), (3, 13)]
+    z = [6, 6, 6, 6] + [1] * 10
+    (rotor,) = find_rotors(carbons + hydrogens, z)
+    assert rotor.axis == (1, 2) and rotor.dihedral == (0, 1, 2, 3) and len(rotor.moving) == 6
+    assert len(find_rotors(carbons + hydrogens, z, include_terminal=True)) == 3
+    # N-methylacetamide's C-N is an amide bond: not a rotor unless asked for
+    nma = [(0, 1), (1, 2), (1, 3), (3, 4), (4, 5)] + [(0, 6), (0, 7), (0, 8), (3, 9), (5, 10), (5, 11), (5, 12)]
+    z_nma = [6, 6, 8, 7, 6, 6] + [1] * 7  # C-C(=O)-N(H)-C-C
+    assert [r.axis for r in find_rotors(nma, z_nma)] == [(3, 4)]
+    assert (1, 3) in [r.axis for r in find_rotors(nma, z_nma, include_amides=True)]
+
+
 def test_rotation_is_rigid_and_turns_exactly_its_dihedral(ala2, perturbed):
     x = perturbed(3)
     rotors = rotors_for(ala2, "cvs")
