@@ -258,8 +258,8 @@ class TorsionAttackSampler:
             raise ValueError(f"seeds must be 'uniform' or 'frontier', got {seeds!r}")
         self.system, self.seeds, self.options = system, seeds, dict(options)
         self._labelled = None
-        if self.options.get("novelty_weight", 0.0) > 0 or seeds == "frontier":
-            self.name = "torsion_attack_novelty" if self.options.get("novelty_weight", 0.0) > 0 else self.name
+        if self.options.get("novelty_weight", 0.0) > 0:
+            self.name = "torsion_attack_novelty"
 
     def observe_dataset(self, positions: np.ndarray) -> None:
         """The geometries labelled so far (the loop calls this before :meth:`sample`)."""
