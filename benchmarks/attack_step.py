@@ -300,7 +300,34 @@ class OpenMMAttack:
         return np.asarray(state.getPositions(asNumpy=True).value_in_unit(openmm.unit.nanometer))
 
 
-class TorchAttack:
+class PlainLoop:
+    """A plain-PyTorch loop timed like an OpenMM Context: subclasses define ``step()``."""
+
+    device: torch.device
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def run(self, steps: int) -> Clock:
+        synchronize(self.device)
+        clock = Clock()
+        for _ in range(steps):
+            self.step()
+        synchronize(self.device)
+        return clock.stop()
+
+
+def benchmark_setup(args: argparse.Namespace):
+    """Threads, device, platform properties, alanine dipeptide and the committee of the arguments."""
+    configure_threads(args.threads)
+    device = torch_device(args.platform)
+    properties = platform_properties(args.platform, args.threads)
+    system = alanine_dipeptide()
+    committee, described = committee_from_args(args, system)
+    return device, properties, system, committee, described
+
+
+class TorchAttack(PlainLoop):
     """The same objective climbed by ``torch.optim.Adam`` from Python.
 
     ``module`` is the AdversarialModule the TorchForce runs, compiled and frozen the same way
@@ -328,14 +355,6 @@ class TorchAttack:
             # The integrator's guards, so both sides follow the same trajectory.
             self.x.copy_(before + (self.x - before).clamp(-MAX_STEP, MAX_STEP))
             self.x.copy_(self.x0 + (self.x - self.x0).clamp(-MAX_DISPLACEMENT, MAX_DISPLACEMENT))
-
-    def run(self, steps: int) -> Clock:
-        synchronize(self.device)
-        clock = Clock()
-        for _ in range(steps):
-            self.step()
-        synchronize(self.device)
-        return clock.stop()
 
     def positions(self) -> np.ndarray:
         return self.x.detach().double().cpu().numpy()
@@ -374,11 +393,7 @@ def main(argv=None):
                              "as openmm-torch does (a naive loop; slower)")
     add_committee_options(parser)
     args = parser.parse_args(argv)
-    configure_threads(args.threads)
-    device = torch_device(args.platform)
-    properties = platform_properties(args.platform, args.threads)
-    system = alanine_dipeptide()
-    committee, described = committee_from_args(args, system)
+    device, properties, system, committee, described = benchmark_setup(args)
     print(host_lines(args.threads, args.platform, properties))
     print(f"committee: {described}")
     print(f"attack: Adam lr {STEP_SIZE} nm, betas {BETAS}, eps {EPSILON}, kT {KT} kJ/mol, log objective, "

@@ -30,6 +30,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared helpers in attack_step.py
 
 from attack_step import (  # noqa: E402  (after the path set-up)
+    PlainLoop,
+    benchmark_setup,
     add_timing_options,
     time_steps,
     RATIO_HEADER,
@@ -37,25 +39,19 @@ from attack_step import (  # noqa: E402  (after the path set-up)
     Clock,
     add_committee_options,
     best_of,
-    committee_from_args,
     host_lines,
     plain_module,
-    platform_properties,
     print_table,
     ratio_row,
     seed_positions,
-    synchronize,
-    torch_device,
 )
 
-from openmm_adv._torch import configure_threads  # noqa: E402
 
 import openmm  # noqa: E402
 import torch  # noqa: E402
 
 from openmm_adv.forces import MeanEnergyModule, mean_energy_force  # noqa: E402
 from openmm_adv.samplers._replicas import masses_for  # noqa: E402
-from openmm_adv.systems import alanine_dipeptide  # noqa: E402
 
 TEMPERATURE = 300.0  # K
 TIMESTEP = 0.0005  # ps: CommitteeMDSampler's default (no constraints, hydrogens move)
@@ -96,7 +92,7 @@ class OpenMMMD:
         return time_steps(self.context, self.integrator, steps)
 
 
-class TorchMD:
+class TorchMD(PlainLoop):
     """Velocity Verlet on the committee-mean energy from Python; OpenMM's units (nm, ps, dalton)."""
 
     def __init__(self, module, masses, start, velocities, device):
@@ -123,14 +119,6 @@ class TorchMD:
         self.f = self.forces()
         with torch.no_grad():
             self.v += (0.5 * TIMESTEP) * self.f * self.inv_m
-
-    def run(self, steps: int) -> Clock:
-        synchronize(self.device)
-        clock = Clock()
-        for _ in range(steps):
-            self.step()
-        synchronize(self.device)
-        return clock.stop()
 
 
 def compare(committee, system, masses, n_replicas, args, properties, device) -> dict:
@@ -160,11 +148,7 @@ def main(argv=None):
     add_timing_options(parser, steps=10)
     add_committee_options(parser)
     args = parser.parse_args(argv)
-    configure_threads(args.threads)
-    device = torch_device(args.platform)
-    properties = platform_properties(args.platform, args.threads)
-    system = alanine_dipeptide()
-    committee, described = committee_from_args(args, system)
+    device, properties, system, committee, described = benchmark_setup(args)
     masses = masses_for(committee, system)
     print(host_lines(args.threads, args.platform, properties))
     print(f"committee: {described}")
