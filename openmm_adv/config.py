@@ -289,9 +289,11 @@ class TorsionAttackConfig:
     """Adversarial attack on the angles of rotatable bonds (see
     :class:`openmm_adv.samplers.TorsionAttack`): ``torsions`` ``rotatable`` (every rotatable
     bond of the topology), ``cvs`` (the system's dihedral CVs) or a list of 4-atom dihedrals;
-    ``step_size`` and ``max_step`` in radians; ``kT`` in kJ/mol; ``novelty_weight`` > 0 adds
-    ``-novelty_weight * log p`` of the labelled data's CV density (bandwidth in radians) to the
-    objective; ``seeds: frontier`` starts from the labelled frames where that density is lowest;
+    ``step_size``, ``max_step`` and ``max_turn`` (the most any angle may turn from its seed,
+    a trust region; none: unbounded) in radians; ``kT`` in kJ/mol; ``novelty_weight`` > 0 adds
+    ``-novelty_weight * log(S + exp(-novelty_cap))`` of the labelled data's CV kernel sum
+    (bandwidth in radians) to the objective, and ``spread`` counts the other replicas of the
+    batch as labelled; ``seeds: frontier`` starts from the labelled frames where it is lowest;
     ``refine_steps`` Cartesian attack steps at ``refine_kT`` (kJ/mol) follow; atoms three or more
     bonds apart closer than ``clash_factor`` times their van der Waals radii are a clash."""
 
@@ -299,12 +301,15 @@ class TorsionAttackConfig:
     n_steps: int = field(default=150, **_limits(ge=1))
     step_size: float = field(default=0.05, **_limits(gt=0.0))
     max_step: float = field(default=0.3, **_limits(gt=0.0))
+    max_turn: Optional[float] = field(default=None, **_limits(gt=0.0))
     torsions: Union[str, list[list[int]]] = "rotatable"
     metric: str = field(default="force_variance", **_limits(choices=_METRICS))
     batch_size: int = field(default=16, **_limits(ge=1))
     report_interval: int = field(default=5, **_limits(ge=1))
     novelty_weight: float = field(default=0.0, **_limits(ge=0.0))
     novelty_bandwidth: float = field(default=0.35, **_limits(gt=0.0))
+    novelty_cap: float = field(default=float("inf"), **_limits(gt=0.0))
+    spread: bool = False
     seeds: str = field(default="uniform", **_limits(choices=("uniform", "frontier")))
     refine_steps: int = field(default=40, **_limits(ge=0))
     refine_kT: float = field(default=2.5, **_limits(gt=0.0))

@@ -1,14 +1,20 @@
 """Novelty in collective-variable space: how far a geometry is from the data already labelled.
 
-The density of the labelled data's CV values is a kernel density estimate with a periodic
-(von Mises) kernel per dihedral CV and a Gaussian per Cartesian one::
+The labelled data's CV values make a kernel sum with a periodic (von Mises) kernel per
+dihedral CV and a Gaussian per Cartesian one, each kernel 1 at its centre::
 
-    p(s) = 1/n sum_d prod_c k_c(s_c - s_dc),     novelty(s) = -log p(s)
+    S(s) = sum_d prod_c k_c(s - s_d),     novelty(s) = -log(S(s) + exp(-cap))
 
-``novelty`` is dimensionless; added to the adversarial log-objective with weight ``w`` it is
-``-w kT log p`` in energy units, a bias that pushes away from labelled CV regions as a
-metadynamics bias pushes away from visited ones. Frontier seeds are the labelled frames where
-``p`` is lowest: the edge of what is known, from where new regions are nearest.
+``novelty`` is dimensionless: about 0 on a labelled point, ``cap`` far from every one. Added to
+the adversarial log-objective with weight ``w`` it is a bias of ``-w kT log(S + exp(-cap))`` in
+energy units that pushes away from labelled CV regions as a metadynamics bias pushes away from
+visited ones, and like a metadynamics bias it is bounded: beyond a few bandwidths from the data
+it is flat, so where the attack goes from there is decided by the uncertainty and the Boltzmann
+factor, not by ever more distance (an unbounded ``-log S`` grows as the squared distance and
+drives every replica to the CV point farthest from the data, whatever its energy).
+Frontier seeds are the labelled frames where ``S`` is lowest: the edge of what is known, from
+where new regions are nearest. Replicas attacked together can count each other as labelled
+(``spread``), so that a batch does not converge on one new region.
 """
 
 from __future__ import annotations
@@ -34,9 +40,12 @@ class CVDensity:
     bandwidth : float or sequence of float
         Kernel width per CV: radians for dihedrals (default 0.35, 20 degrees: about one
         10-degree bin either side), nm for coordinates.
+    cap : float
+        Largest novelty, reached about ``sqrt(2 cap)`` bandwidths from the nearest labelled
+        point (``inf``: unbounded).
     """
 
-    def __init__(self, cvs: Sequence, values, bandwidth=0.35):
+    def __init__(self, cvs: Sequence, values, bandwidth=0.35, cap: float = float("inf")):
         self.cvs = list(cvs)
         self.values = np.asarray(values, dtype=np.float64).reshape(-1, len(self.cvs))
         if len(self.values) == 0:
@@ -45,19 +54,22 @@ class CVDensity:
         if not (width > 0).all():
             raise ValueError(f"bandwidths must be positive, got {width}")
         self.bandwidth = width
+        if not cap > 0:
+            raise ValueError(f"the novelty cap must be positive, got {cap}")
+        self.cap = float(cap)
         self.periodic = np.array([cv.kind == "dihedral" for cv in self.cvs])
 
     @classmethod
-    def from_positions(cls, system, positions, cv_names=None, bandwidth=0.35) -> "CVDensity":
+    def from_positions(cls, system, positions, cv_names=None, bandwidth=0.35, cap: float = float("inf")) -> "CVDensity":
         """The density of ``positions [n, N, 3]`` in the system's CVs (all, or ``cv_names``)."""
         names = list(cv_names or system.collective_variables)
         values = system.compute_cvs(np.asarray(positions))
         return cls([system.collective_variables[n] for n in names], np.stack([values[n] for n in names], axis=1),
-                   bandwidth)
+                   bandwidth, cap)
 
-    def _log_kernels(self, s: np.ndarray):
-        """Per query and data point, the log kernel ``[B, n]`` and its derivative ``[B, n, C]``."""
-        diff = s[:, None, :] - self.values[None]
+    def _log_kernels(self, s: np.ndarray, centres: np.ndarray | None = None):
+        """Per query and centre, the log kernel ``[B, n]`` and its derivative ``[B, n, C]``."""
+        diff = s[:, None, :] - (self.values if centres is None else centres)[None]
         w2 = self.bandwidth**2
         # von Mises exp((cos d - 1)/w^2) ~ exp(-d^2 / 2 w^2) near d = 0, periodic.
         log_k = np.where(self.periodic, (np.cos(diff) - 1.0) / w2, -0.5 * diff**2 / w2)
@@ -76,21 +88,30 @@ class CVDensity:
         return np.stack(out, axis=1)
 
     def log_density(self, s: np.ndarray) -> np.ndarray:
-        """``log p`` at CV values ``[B, C]`` (kernels normalised to 1 at their centre)."""
+        """``log(S + exp(-cap))`` at CV values ``[B, C]``: minus the novelty."""
         log_k, _ = self._log_kernels(np.asarray(s, dtype=np.float64).reshape(-1, len(self.cvs)))
-        peak = log_k.max(axis=1, keepdims=True)
-        return peak[:, 0] + np.log(np.exp(log_k - peak).mean(axis=1))
+        return self._log_sum(log_k)
 
-    def novelty_and_gradient(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``-log p`` ``[B]`` of geometries ``[B, N, 3]`` and its Cartesian gradient ``[B, N, 3]``."""
+    def _log_sum(self, log_k: np.ndarray) -> np.ndarray:
+        total = np.logaddexp.reduce(log_k, axis=1)
+        return np.logaddexp(total, -self.cap) if np.isfinite(self.cap) else total
+
+    def novelty_and_gradient(self, positions: np.ndarray, spread: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Novelty ``[B]`` of geometries ``[B, N, 3]`` and its Cartesian gradient ``[B, N, 3]``.
+
+        With ``spread`` every geometry also counts the others of the batch as labelled (each
+        held fixed for the others' gradients), which keeps replicas attacked together apart.
+        """
         x = np.asarray(positions, dtype=np.float64)
         s = self.values_of(x)
         log_k, dlog_k = self._log_kernels(s)
-        peak = log_k.max(axis=1, keepdims=True)
-        weights = np.exp(log_k - peak)
-        weights /= weights.sum(axis=1, keepdims=True)
-        log_p = peak[:, 0] + np.log(np.exp(log_k - peak).mean(axis=1))
-        d_log_p = np.einsum("bn,bnc->bc", weights, dlog_k)  # d log p / d s
+        if spread and len(s) > 1:
+            log_kr, dlog_kr = self._log_kernels(s, s)
+            np.fill_diagonal(log_kr, -np.inf)
+            log_k, dlog_k = np.concatenate([log_k, log_kr], 1), np.concatenate([dlog_k, dlog_kr], 1)
+        log_p = self._log_sum(log_k)
+        weights = np.exp(log_k - log_p[:, None])  # k_d / (S + exp(-cap))
+        d_log_p = np.einsum("bn,bnc->bc", weights, dlog_k)  # d log(S + exp(-cap)) / d s
         gradient = np.zeros_like(x)
         for c, cv in enumerate(self.cvs):
             if cv.kind == "dihedral":

@@ -95,7 +95,7 @@ def test_ala2_protocol_ci_size(tmp_path):
                   # its few attacked picks clear the 80th percentile is chance; the pipeline and
                   # its report are what this test is about.
                   training={"epochs": 2, "batch_size": 8}, selection={"max_selected": 4, "percentile_lower": 0},
-                  metrics={"stability_steps": 100, "stability_seeds": 2},
+                  metrics={"stability_steps": 100, "stability_seeds": 2, "stability_timestep_fs": 2.0},
                   max_label_energy=1.0e6)  # a 2-epoch committee's picks lie thousands of kJ/mol up
     out = tmp_path / "report"
     assert main(["compare", str(path), "--output", str(out), "--quiet"]) == 0
@@ -135,7 +135,10 @@ def test_ala2_protocol_ci_size(tmp_path):
     label_rows = [line for line in report.splitlines() if line.startswith("| attack |")]
     assert len(label_rows) == 5 and "n/a" not in label_rows[-1], label_rows  # the last table: what it labelled
     survival = float(label_rows[0].rstrip(" |").rsplit("|", 1)[1].split()[0])  # the first table's last column
-    assert 0 < survival <= 100 * 0.0005, label_rows[0]  # 100 stability steps of 0.5 fs
+    assert 0 < survival <= 100 * 0.002, label_rows[0]  # 100 stability steps of 2 fs
+    assert "0.2 ps (100 steps of 2 fs)" in report
+    # the stability run uses the protocol's time step: some committee outlives 100 steps of 0.5 fs
+    assert max(r["median_survival_ps"] for r in final) > 100 * 0.0005
     # the diagnostics script reads the same folders: one row per sampler, every labelled pick counted
     diagnose = runpy.run_path(str(PROTOCOLS / "ala2_compare" / "diagnose.py"))
     text = diagnose["diagnose"](out)

@@ -222,3 +222,61 @@ def test_torsion_attack_from_a_config_section(ala2):
                          ({"seeds": "edge"}, "not allowed|one of")):
         with pytest.raises(ConfigError, match=message):
             build_samplers({"torsion_attack": parse_section(SAMPLER_CONFIGS["torsion_attack"], bad)}, ala2)
+
+
+def test_capped_novelty_is_bounded_and_its_gradient_exact(ala2, perturbed):
+    cvs = [ala2.collective_variables["phi"], ala2.collective_variables["psi"]]
+    data = np.array([[-1.4, 1.2], [-1.3, 1.0]])
+    capped, free = CVDensity(cvs, data, bandwidth=0.35, cap=3.0), CVDensity(cvs, data, bandwidth=0.35)
+    far = np.array([[1.2, -1.2]])
+    # far from the data the unbounded novelty grows with distance, the capped one stops at the cap
+    assert -free.log_density(far)[0] > 20
+    assert -capped.log_density(far)[0] == pytest.approx(3.0, abs=1e-3)
+    # on a labelled point both are about -log(kernel sum) (the cap changes almost nothing there)
+    assert -capped.log_density(data[:1])[0] == pytest.approx(-free.log_density(data[:1])[0], abs=0.06)
+    x = perturbed(2, scale=0.02)
+    for spread in (False, True):
+        _, grad = capped.novelty_and_gradient(x, spread=spread)
+        h = 1e-6
+        for atom in cvs[0].atoms:
+            plus, minus = x.copy(), x.copy()
+            plus[0, atom, 2] += h
+            minus[0, atom, 2] -= h
+            # replica 1 held fixed: the spread term's gradient for replica 0 is exact too
+            fd = (capped.novelty_and_gradient(plus, spread)[0][0] - capped.novelty_and_gradient(minus, spread)[0][0]) / (2 * h)
+            assert grad[0, atom, 2] == pytest.approx(fd, rel=1e-5, abs=1e-6)
+    with pytest.raises(ValueError, match="cap must be positive"):
+        CVDensity(cvs, data, cap=0.0)
+
+
+def test_spread_counts_the_other_replicas_as_labelled(ala2, perturbed):
+    cvs = [ala2.collective_variables["phi"], ala2.collective_variables["psi"]]
+    density = CVDensity(cvs, np.array([[1.2, -1.2]]), bandwidth=0.35, cap=4.0)  # data in C7ax
+    x = perturbed(1, scale=0.0)  # the C7eq geometry
+    twins = np.concatenate([x, x])  # two replicas on the same spot, far from the data
+    alone, _ = density.novelty_and_gradient(twins, spread=False)
+    together, _ = density.novelty_and_gradient(twins, spread=True)
+    assert alone[0] == pytest.approx(alone[1]) and alone[0] > 3.9
+    # each twin counts the other as a labelled point on top of it: novelty about -log(1 + S)
+    assert together[0] == pytest.approx(-np.log(np.exp(-alone[0]) + 1.0), abs=1e-9)
+    assert together[0] < alone[0] - 0.5
+
+
+def test_max_turn_bounds_every_angle_from_its_seed(ala2, shipped):
+    from openmm_adv.data import Dataset
+    from openmm_adv.resources import default_dataset_path
+
+    seeds = Dataset.load(default_dataset_path()).positions[[0, 400]]
+    free = TorsionAttack(shipped, ala2, n_steps=30, batch_size=2, step_size=0.1, torsions="cvs",
+                         progress=False).run(seeds)
+    bounded = TorsionAttack(shipped, ala2, n_steps=30, batch_size=2, step_size=0.1, torsions="cvs", max_turn=0.1,
+                            progress=False).run(seeds)
+
+    def turn(found):
+        after, before = ala2.compute_cvs(found.positions), ala2.compute_cvs(seeds[found.seed_index])
+        return np.abs(np.angle(np.exp(1j * np.stack([after[k] - before[k] for k in ("phi", "psi")]))))
+
+    assert turn(free).max() > 0.2  # unbounded, 30 steps of 0.1 rad go further
+    assert len(bounded) and turn(bounded).max() <= 0.1 + 1e-5  # float32 positions
+    with pytest.raises(ValueError, match="max_turn"):
+        TorsionAttack(shipped, ala2, max_turn=0.0)

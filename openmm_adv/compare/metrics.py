@@ -106,7 +106,7 @@ def generation_metrics(loop, metrics_config, system, log: list[dict]) -> list[di
         if g == n_generations and metrics_config.stability_steps > 0 and system.name == "alanine_dipeptide":
             pick = _stability_seeds(test_basins, metrics_config.stability_seeds)
             stability = nn_md_stability(committee, system, test.positions[pick], n_steps=metrics_config.stability_steps,
-                                        seed=0)
+                                        timestep=metrics_config.stability_timestep_fs / 1000.0, seed=0)
             row["stable_fraction"] = stability["fraction_stable"]
             row["median_survival_ps"] = stability["median_survival_ps"]
         rows.append(row)

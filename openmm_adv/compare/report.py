@@ -13,7 +13,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..analysis import STABILITY_TIMESTEP_PS  # noqa: E402
 from ..data import Dataset  # noqa: E402
 from ..loop import read_log  # noqa: E402
 
@@ -212,7 +211,8 @@ def write_report(protocol, out: Path, rows: list[dict], points: dict, wall_secon
             )
         steps = protocol.metrics.stability_steps
         if steps:
-            ps, fs = steps * STABILITY_TIMESTEP_PS, STABILITY_TIMESTEP_PS * 1000
+            fs = protocol.metrics.stability_timestep_fs
+            ps = steps * fs / 1000.0
             lines += ["", f"NN-MD stable: share of {protocol.metrics.stability_seeds} replicas (test geometries spread "
                           f"over the basins) of 300 K Langevin MD on the final committee's mean that keep every bond "
                           f"and no clash for {ps:g} ps ({steps} steps of {fs:g} fs); survival: the median replica's "

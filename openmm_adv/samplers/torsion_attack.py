@@ -78,6 +78,11 @@ class TorsionAttack:
         Adam learning rate in radians.
     max_step : float
         Largest change of one angle in one step (radians).
+    max_turn : float, optional
+        Largest total change of one angle from its seed (radians; ``None``: unbounded). A
+        trust region: the committee's energy, which the Boltzmann factor reads, is only
+        trustworthy near its data, so each generation explores one shell beyond what is
+        labelled and the next one starts from there.
     torsions : "rotatable", "cvs" or list of 4-tuples
         What turns (see :func:`rotors_for`).
     metric : str
@@ -91,6 +96,11 @@ class TorsionAttack:
         Geometries already labelled (their CVs define the novelty density).
     novelty_bandwidth : float
         Kernel width in radians.
+    novelty_cap : float
+        Largest novelty (``inf``: unbounded); see :mod:`openmm_adv.novelty`.
+    spread : bool
+        With novelty on, replicas attacked together count each other as labelled, so that
+        a batch spreads over new regions instead of converging on one.
     refine_steps : int
         Cartesian attack steps after the torsion attack (0: none), at ``refine_kT`` with
         ``refine_step_size`` nm.
@@ -102,9 +112,10 @@ class TorsionAttack:
     """
 
     def __init__(self, committee: Committee, system, kT=20.9, n_steps: int = 150, step_size: float = 0.05,
-                 max_step: float = 0.3, torsions="rotatable", metric: str = "force_variance", batch_size: int = 16,
+                 max_step: float = 0.3, max_turn: float | None = None, torsions="rotatable", metric: str = "force_variance", batch_size: int = 16,
                  report_interval: int = 5, novelty_weight: float = 0.0, labelled=None,
-                 novelty_bandwidth: float = 0.35, refine_steps: int = 0, refine_kT=2.5,
+                 novelty_bandwidth: float = 0.35, novelty_cap: float = float("inf"), spread: bool = False,
+                 refine_steps: int = 0, refine_kT=2.5,
                  refine_step_size: float = 0.001, clash_factor: float = 0.6, training_energies=None,
                  platform="CPU", platform_properties: dict | None = None, backend: str = "torch",
                  use_cuda_graphs: bool = False, progress: bool = True):
@@ -116,6 +127,9 @@ class TorsionAttack:
         self.committee, self.system = committee, system
         self.kT = thermal_energy(kT)
         self.n_steps, self.step_size, self.max_step = int(n_steps), float(step_size), float(max_step)
+        if max_turn is not None and not max_turn > 0:
+            raise ValueError(f"max_turn must be a positive angle in radians or None, got {max_turn}")
+        self.max_turn = None if max_turn is None else float(max_turn)
         self.rotors = rotors_for(system, torsions)
         self.metric, self.batch_size, self.report_interval = metric, int(batch_size), int(report_interval)
         self.novelty_weight = float(novelty_weight)
@@ -123,7 +137,8 @@ class TorsionAttack:
         if self.novelty_weight > 0:
             if labelled is None or len(labelled) == 0:
                 raise ValueError("novelty_weight > 0 needs the labelled geometries (labelled=...)")
-            self.density = CVDensity.from_positions(system, labelled, bandwidth=novelty_bandwidth)
+            self.density = CVDensity.from_positions(system, labelled, bandwidth=novelty_bandwidth, cap=novelty_cap)
+        self.spread = bool(spread)
         self.refine_steps, self.refine_kT, self.refine_step_size = int(refine_steps), refine_kT, refine_step_size
         self.geometry_check = GeometryCheck.for_system(system, atomic_numbers=system.atomic_numbers,
                                                        vdw_clash_factor=clash_factor)
@@ -153,14 +168,14 @@ class TorsionAttack:
         forces = state.getForces(asNumpy=True).value_in_unit(openmm.unit.kilojoule_per_mole / openmm.unit.nanometer)
         gradient = np.asarray(forces).reshape(x.shape) / self.kT  # OpenMM energy is -kT log L
         if self.density is not None:
-            gradient = gradient + self.novelty_weight * self.density.novelty_and_gradient(x)[1]
+            gradient = gradient + self.novelty_weight * self.density.novelty_and_gradient(x, self.spread)[1]
         return gradient
 
     def _values(self, x: np.ndarray):
         with torch.enable_grad():
             log_l, u, e = self._module.replica_values(torch.from_numpy(x), False)
         log_l = log_l.detach().double().numpy()
-        novelty = self.density.novelty_and_gradient(x)[0] if self.density is not None else np.zeros(len(x))
+        novelty = self.density.novelty_and_gradient(x, self.spread)[0] if self.density is not None else np.zeros(len(x))
         return log_l + self.novelty_weight * novelty, u.detach().double().numpy(), e.detach().double().numpy(), novelty
 
     def run(self, seeds) -> Candidates:
@@ -184,7 +199,7 @@ class TorsionAttack:
             index = np.arange(first, min(first + b, n_seeds))
             chunk = seeds[np.concatenate([index, np.full(b - len(index), index[-1])])]
             x = chunk.copy()
-            m, v = np.zeros((b, n_rot)), np.zeros((b, n_rot))
+            m, v, turned = np.zeros((b, n_rot)), np.zeros((b, n_rot)), np.zeros((b, n_rot))
             obj, _, _, _ = self._values(x)
             obj0[index] = obj[: len(index)]
             n_monitor += b
@@ -200,7 +215,11 @@ class TorsionAttack:
                 m = beta1 * m + (1 - beta1) * g
                 v = beta2 * v + (1 - beta2) * g * g
                 update = self.step_size * (m / (1 - beta1**step)) / (np.sqrt(v / (1 - beta2**step)) + eps)
-                x = rotate(x, self.rotors, np.clip(update, -self.max_step, self.max_step))
+                update = np.clip(update, -self.max_step, self.max_step)
+                if self.max_turn is not None:
+                    update = np.clip(turned + update, -self.max_turn, self.max_turn) - turned
+                turned += update
+                x = rotate(x, self.rotors, update)
                 host_seconds += time.perf_counter() - tick
                 bar.update(1)
                 if step % self.report_interval and step != self.n_steps:
@@ -271,7 +290,8 @@ class TorsionAttackSampler:
             if self._labelled is None:
                 raise ValueError("frontier seeds need the labelled data: call observe_dataset(positions) first")
             density = CVDensity.from_positions(self.system, self._labelled,
-                                               bandwidth=self.options.get("novelty_bandwidth", 0.35))
+                                               bandwidth=self.options.get("novelty_bandwidth", 0.35),
+                                               cap=self.options.get("novelty_cap", float("inf")))
             values = density.values_of(self._labelled)
             pick = frontier_indices(density, values, len(seeds), rng)
             seed_positions, seed_index = self._labelled[pick], np.full(len(pick), -1)
