@@ -103,3 +103,13 @@ def test_torsion_attack_reach_prints_its_table(bench, capsys):
     assert [r.split(" | ")[0] for r in rows] == ["| Cartesian (kT 20.9, 0.004 nm)", "| torsion",
                                                  "| torsion + novelty (w = 1)",
                                                  "| torsion + novelty (w = 1) + 40 Cartesian steps at kT 2.5"]
+
+
+def test_torsion_novelty_sweep_prints_its_table(bench, capsys):
+    bench("torsion_novelty_sweep").main(["--seeds", "2", "--steps", "3", "--refine-steps", "2", "--weights", "1"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| variant")]
+    assert len(rows) == 4 and rows[2].startswith("| local novelty w 1 (bandwidth 0.1"), rows
+    assert "of 410 bins below 25 kJ/mol" in out
+    for row in rows:  # one label lies in one bin
+        assert 0.0 <= float(row.split(" | ")[-2]) <= 1.0, row

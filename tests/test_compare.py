@@ -112,9 +112,11 @@ def test_ala2_protocol_ci_size(tmp_path):
     # reference_md's own seed count (6, the protocol's 4): more proposals, the same label budget
     first = json.loads((out / "runs" / "reference_md" / "rep00" / "log.jsonl").read_text().splitlines()[0])
     assert first["samplers"]["reference_md"]["candidates"] == 6 * 200 // 20 and first["oracle_calls"] == 4, first
-    for name in ("REPORT.md", "force_rmse_vs_oracle_calls.png", "coverage_vs_oracle_calls.png", "ramachandran.png"):
+    for name in ("REPORT.md", "force_rmse_vs_oracle_calls.png", "coverage_vs_oracle_calls.png", "ramachandran.png",
+                 "fes_final_committees.png"):
         assert (out / name).exists(), name
     assert "Free-energy fidelity of the final committee" in (out / "REPORT.md").read_text()
+    assert "Reaching reference MD's final test force RMSE" in (out / "REPORT.md").read_text()
     # coverage per generation is that of the data labelled up to that generation, no more
     from openmm_adv.data import Dataset
     from openmm_adv.reference_data import load_reference_fes
@@ -133,7 +135,13 @@ def test_ala2_protocol_ci_size(tmp_path):
     report = (out / "REPORT.md").read_text()
     assert "4 seeds per generation (reference_md 6)" in report
     label_rows = [line for line in report.splitlines() if line.startswith("| attack |")]
-    assert len(label_rows) == 5 and "n/a" not in label_rows[-1], label_rows  # the last table: what it labelled
+    lines = report.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| sampler | E_ref - E_min"))
+    labelled_row = next(line for line in lines[start:] if line.startswith("| attack |"))
+    assert "n/a" not in labelled_row, labelled_row  # what it labelled
+    # the per-generation tables have a column per generation, g0 and g1
+    start = next(i for i, line in enumerate(lines) if line.startswith("Test force RMSE (kJ/mol/nm):"))
+    assert lines[start + 2] == "| sampler | g0 | g1 |"
     survival = float(label_rows[0].rstrip(" |").rsplit("|", 1)[1].split()[0])  # the first table's last column
     assert 0 < survival <= 100 * 0.002, label_rows[0]  # 100 stability steps of 2 fs
     assert "0.2 ps (100 steps of 2 fs)" in report
@@ -147,3 +155,19 @@ def test_ala2_protocol_ci_size(tmp_path):
         picks = int(row.split("|")[2])
         labelled = sum(len(list(g.glob("labels/*.npz"))) for g in (out / "runs" / name).glob("rep*/gen_*"))
         assert picks == labelled > 0, (name, row)
+
+
+def test_reach_counts_the_first_generation_at_or_below_the_target():
+    from openmm_adv.compare.report import reach_of
+
+    def row(sampler, repeat, g, rmse, calls):
+        return {"sampler": sampler, "repeat": repeat, "generation": g, "force_rmse": rmse, "oracle_calls": calls}
+
+    rows = [row("reference_md", 0, 0, 300, 0), row("reference_md", 0, 1, 250, 1000), row("reference_md", 0, 2, 200, 2000),
+            row("attack", 0, 0, 300, 0), row("attack", 0, 1, 210, 16), row("attack", 0, 2, 199, 32),
+            row("attack", 0, 3, 150, 48),
+            row("reference_md", 1, 0, 300, 0), row("reference_md", 1, 1, 100, 1000),
+            row("attack", 1, 0, 300, 0), row("attack", 1, 1, 150, 16)]
+    reach = reach_of(rows, "attack")
+    assert reach[0] == {"repeat": 0, "target": 200, "target_calls": 2000, "calls": 32, "generation": 2}
+    assert reach[1]["calls"] is None and reach[1]["target"] == 100  # never reached in repeat 1

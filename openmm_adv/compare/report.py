@@ -114,6 +114,83 @@ def _ramachandran_grid(path: Path, protocol, points: dict) -> Path:
     return path
 
 
+def _by_generation(rows, samplers, value, digits: int = 1) -> list[str]:
+    """A samplers x generations table of the median over repeats of ``value(row, previous_row)``."""
+    generations = sorted({r["generation"] for r in rows})
+    lines = ["| sampler | " + " | ".join(f"g{g}" for g in generations) + " |", "|---|" + "---|" * len(generations)]
+    for name in samplers:
+        cells = []
+        for g in generations:
+            values = []
+            for r in [r for r in rows if r["sampler"] == name and r["generation"] == g]:
+                previous = [p for p in rows if p["sampler"] == name and p["repeat"] == r["repeat"]
+                            and p["generation"] == g - 1]
+                values.append(value(r, previous[0] if previous else None))
+            cells.append(_fmt(values, digits) if any(v is not None for v in values) else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def reach_of(rows, sampler: str, target_sampler: str = "reference_md", key: str = "force_rmse") -> list[dict]:
+    """Per repeat: the oracle calls after which ``sampler``'s committee first had a ``key`` at or
+    below ``target_sampler``'s final one in the same repeat (``None``: never within the run)."""
+    out = []
+    for repeat in sorted({r["repeat"] for r in rows if r["sampler"] == sampler}):
+        target_rows = [r for r in rows if r["sampler"] == target_sampler and r["repeat"] == repeat]
+        if not target_rows:
+            continue
+        target = max(target_rows, key=lambda r: r["generation"])
+        own = sorted((r for r in rows if r["sampler"] == sampler and r["repeat"] == repeat), key=lambda r: r["generation"])
+        hit = next((r for r in own if r.get(key) is not None and r[key] <= target[key]), None)
+        out.append({"repeat": repeat, "target": target[key], "target_calls": target["oracle_calls"],
+                    "calls": None if hit is None else hit["oracle_calls"],
+                    "generation": None if hit is None else hit["generation"]})
+    return out
+
+
+def _fes_figure(path: Path, protocol, out: Path, cutoff: float) -> Path | None:
+    """Each sampler's final committee's phi/psi free energy (repeat 0, reweighted test frames)
+    beside the reference, on one colour scale."""
+    from ..fes import fes_by_reweighting
+    from ..models.committee import Committee
+    from ..reference_data import load_reference_fes, load_test_set
+    from ..systems import alanine_dipeptide
+
+    samplers = [n for n in protocol.samplers if (out / "runs" / n / "rep00" / "final" / "committee.pt").exists()]
+    if not samplers:
+        return None
+    system, fes, test = alanine_dipeptide(), load_reference_fes(), load_test_set()
+    cvs = system.compute_cvs(test.positions)
+    phi, psi = np.degrees(cvs["phi"]), np.degrees(cvs["psi"])
+    panels = [("reference", None)]
+    for name in samplers:
+        committee = Committee.load(out / "runs" / name / "rep00" / "final" / "committee.pt", system=system)
+        energies = committee.evaluate_in_batches(test.positions)[0]
+        panels.append((name, fes_by_reweighting(energies, test.energies, phi, psi, fes, cutoff_kj_mol=cutoff)))
+    cols = min(5, len(panels))
+    n_rows = int(np.ceil(len(panels) / cols))
+    fig, axes = plt.subplots(n_rows, cols, figsize=(3.0 * cols, 2.9 * n_rows), squeeze=False)
+    edges = np.linspace(-180, 180, 37)
+    reference = panels[1][1]["reference"]
+    mesh = None
+    for ax, (name, result) in zip(axes.flat, panels):
+        surface = reference if result is None else result["free_energy"]
+        shown = np.where(np.isfinite(surface) & (reference < cutoff), surface - np.nanmin(surface), np.nan)
+        mesh = ax.pcolormesh(edges, edges, shown.T, vmin=0, vmax=cutoff, cmap="viridis")
+        title = name if result is None else f"{name}\nRMSE {result['rmse_kj_mol']:.1f} kJ/mol"
+        ax.set_title(title, fontsize=8)
+        ax.set_xlim(-180, 180), ax.set_ylim(-180, 180)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.colorbar(mesh, ax=axes.ravel().tolist(), shrink=0.8, label="free energy (kJ/mol)")
+    fig.suptitle(f"Final committees' phi/psi free energy, repeat 0 (bins below {cutoff:g} kJ/mol; reweighted "
+                 "reference frames)", fontsize=9)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _double_well_figure(path: Path, rows, samplers) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     for key, ax, label in (("energy_rmse", axes[0], "energy RMSE on the grid (kJ/mol)"),
@@ -256,6 +333,42 @@ def write_report(protocol, out: Path, rows: list[dict], points: dict, wall_secon
             stats = _label_statistics(points, name, protocol.repeats)
             lines.append(f"| {name} | {_fmt(stats['energy_above_min'])} | {_fmt(stats['share_above_50'], 2)} | "
                          f"{_fmt(stats['committee_error'])} |")
+        from ..reference_data import load_reference_fes
+
+        n_accessible = int(load_reference_fes().accessible_bins(protocol.metrics.fes_cutoff).sum())
+
+        def new_bins_per_label(row, previous):
+            if previous is None or row["label_calls"] == previous["label_calls"]:
+                return None
+            gained = round((row["coverage"] - previous["coverage"]) * n_accessible)
+            return gained / (row["label_calls"] - previous["label_calls"])
+
+        lines += ["", "Per generation (median [IQR] over repeats; g0 is the shared initial committee and data).", "",
+                  "Test force RMSE (kJ/mol/nm):", ""]
+        lines += _by_generation(rows, samplers, lambda r, p: r["force_rmse"])
+        lines += ["", "Test energy MAE (kJ/mol):", ""]
+        lines += _by_generation(rows, samplers, lambda r, p: r["energy_mae"])
+        lines += ["", f"New 10-degree bins below {protocol.metrics.fes_cutoff:g} kJ/mol per oracle label of the generation:", ""]
+        lines += _by_generation(rows, samplers, new_bins_per_label, 2)
+        lines += ["", "Basins labelled (of five; initial data included):", ""]
+        lines += _by_generation(rows, samplers, lambda r, p: r["basins_found"], 0)
+        lines += ["", "Oracle calls on the generation's cumulative axis (labels plus a sampler's own reference "
+                      "evaluations):", ""]
+        lines += _by_generation(rows, samplers, lambda r, p: r["oracle_calls"], 0)
+        if "reference_md" in samplers:
+            lines += ["", "Reaching reference MD's final test force RMSE (same repeat): repeats that reached it, "
+                          "the oracle calls it took (median over the repeats that did) and their share of reference "
+                          "MD's own final oracle calls:", "",
+                      "| sampler | repeats | oracle calls to reach | share of reference MD's |", "|---|---|---|---|"]
+            for name in samplers:
+                reach = reach_of(rows, name)
+                hit = [r for r in reach if r["calls"] is not None]
+                share = [r["calls"] / r["target_calls"] for r in hit]
+                lines.append(f"| {name} | {len(hit)}/{len(reach)} | {_fmt([r['calls'] for r in hit], 0) if hit else '-'} | "
+                             f"{_fmt(share, 2) if hit else '-'} |")
+        fes_figure = _fes_figure(out / "fes_final_committees.png", protocol, out, protocol.metrics.fes_cutoff)
+        if fes_figure is not None:
+            figures.append(fes_figure)
         initial = [r for r in rows if r["generation"] == 0]
         lines += ["", f"Before any sampling (generation 0, shared by all samplers): force RMSE "
                       f"{_fmt([r['force_rmse'] for r in initial])}, coverage {_fmt([r['coverage'] for r in initial], 3)}."]
