@@ -96,18 +96,22 @@ class CVDensity:
         total = np.logaddexp.reduce(log_k, axis=1)
         return np.logaddexp(total, -self.cap) if np.isfinite(self.cap) else total
 
-    def novelty_and_gradient(self, positions: np.ndarray, spread: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def novelty_and_gradient(self, positions: np.ndarray, spread=False) -> tuple[np.ndarray, np.ndarray]:
         """Novelty ``[B]`` of geometries ``[B, N, 3]`` and its Cartesian gradient ``[B, N, 3]``.
 
         With ``spread`` every geometry also counts the others of the batch as labelled (each
-        held fixed for the others' gradients), which keeps replicas attacked together apart.
+        held fixed for the others' gradients), which keeps replicas attacked together apart;
+        a boolean mask ``[B]`` instead of ``True`` counts only the marked ones (padding
+        replicas that repeat a real one must not push it away).
         """
         x = np.asarray(positions, dtype=np.float64)
         s = self.values_of(x)
         log_k, dlog_k = self._log_kernels(s)
-        if spread and len(s) > 1:
+        others = np.broadcast_to(np.asarray(spread, dtype=bool), (len(s),))
+        if others.any() and len(s) > 1:
             log_kr, dlog_kr = self._log_kernels(s, s)
             np.fill_diagonal(log_kr, -np.inf)
+            log_kr[:, ~others] = -np.inf
             log_k, dlog_k = np.concatenate([log_k, log_kr], 1), np.concatenate([dlog_k, dlog_kr], 1)
         log_p = self._log_sum(log_k)
         weights = np.exp(log_k - log_p[:, None])  # k_d / (S + exp(-cap))

@@ -260,6 +260,9 @@ def test_spread_counts_the_other_replicas_as_labelled(ala2, perturbed):
     # each twin counts the other as a labelled point on top of it: novelty about -log(1 + S)
     assert together[0] == pytest.approx(-np.log(np.exp(-alone[0]) + 1.0), abs=1e-9)
     assert together[0] < alone[0] - 0.5
+    # a padding replica (a copy of a real one) is not counted: the real one sees only the data
+    padded, _ = density.novelty_and_gradient(twins, spread=np.array([True, False]))
+    assert padded[0] == pytest.approx(alone[0]) and padded[1] == pytest.approx(together[1])
 
 
 def test_max_turn_bounds_every_angle_from_its_seed(ala2, shipped):

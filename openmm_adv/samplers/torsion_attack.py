@@ -112,7 +112,8 @@ class TorsionAttack:
     """
 
     def __init__(self, committee: Committee, system, kT=20.9, n_steps: int = 150, step_size: float = 0.05,
-                 max_step: float = 0.3, max_turn: float | None = None, torsions="rotatable", metric: str = "force_variance", batch_size: int = 16,
+                 max_step: float = 0.3, max_turn: float | None = None, torsions="rotatable",
+                 metric: str = "force_variance", batch_size: int = 16,
                  report_interval: int = 5, novelty_weight: float = 0.0, labelled=None,
                  novelty_bandwidth: float = 0.35, novelty_cap: float = float("inf"), spread: bool = False,
                  refine_steps: int = 0, refine_kT=2.5,
@@ -139,6 +140,7 @@ class TorsionAttack:
                 raise ValueError("novelty_weight > 0 needs the labelled geometries (labelled=...)")
             self.density = CVDensity.from_positions(system, labelled, bandwidth=novelty_bandwidth, cap=novelty_cap)
         self.spread = bool(spread)
+        self._counted = None  # which replicas of the current chunk are real (not padding)
         self.refine_steps, self.refine_kT, self.refine_step_size = int(refine_steps), refine_kT, refine_step_size
         self.geometry_check = GeometryCheck.for_system(system, atomic_numbers=system.atomic_numbers,
                                                        vdw_clash_factor=clash_factor)
@@ -168,14 +170,22 @@ class TorsionAttack:
         forces = state.getForces(asNumpy=True).value_in_unit(openmm.unit.kilojoule_per_mole / openmm.unit.nanometer)
         gradient = np.asarray(forces).reshape(x.shape) / self.kT  # OpenMM energy is -kT log L
         if self.density is not None:
-            gradient = gradient + self.novelty_weight * self.density.novelty_and_gradient(x, self.spread)[1]
+            novelty_gradient = self.density.novelty_and_gradient(x, self._spread_mask(len(x)))[1]
+            gradient = gradient + self.novelty_weight * novelty_gradient
         return gradient
+
+    def _spread_mask(self, n: int):
+        if not self.spread:
+            return False
+        return self._counted if self._counted is not None and len(self._counted) == n else True
 
     def _values(self, x: np.ndarray):
         with torch.enable_grad():
             log_l, u, e = self._module.replica_values(torch.from_numpy(x), False)
         log_l = log_l.detach().double().numpy()
-        novelty = self.density.novelty_and_gradient(x, self.spread)[0] if self.density is not None else np.zeros(len(x))
+        novelty = np.zeros(len(x))
+        if self.density is not None:
+            novelty = self.density.novelty_and_gradient(x, self._spread_mask(len(x)))[0]
         return log_l + self.novelty_weight * novelty, u.detach().double().numpy(), e.detach().double().numpy(), novelty
 
     def run(self, seeds) -> Candidates:
@@ -198,6 +208,7 @@ class TorsionAttack:
         for first in range(0, n_seeds, b):
             index = np.arange(first, min(first + b, n_seeds))
             chunk = seeds[np.concatenate([index, np.full(b - len(index), index[-1])])]
+            self._counted = np.arange(b) < len(index)
             x = chunk.copy()
             m, v, turned = np.zeros((b, n_rot)), np.zeros((b, n_rot)), np.zeros((b, n_rot))
             obj, _, _, _ = self._values(x)
