@@ -171,3 +171,13 @@ def test_reach_counts_the_first_generation_at_or_below_the_target():
     reach = reach_of(rows, "attack")
     assert reach[0] == {"repeat": 0, "target": 200, "target_calls": 2000, "calls": 32, "generation": 2}
     assert reach[1]["calls"] is None and reach[1]["target"] == 100  # never reached in repeat 1
+
+
+def test_new_bins_per_label_is_the_coverage_gain_in_bins_over_the_labels_spent():
+    from openmm_adv.compare.report import new_bins_per_label
+
+    before = {"coverage": 58 / 410, "label_calls": 0}
+    after = {"coverage": 66 / 410, "label_calls": 16}
+    assert new_bins_per_label(after, before, 410) == pytest.approx(0.5)
+    assert new_bins_per_label(before, None, 410) is None
+    assert new_bins_per_label({"coverage": 0.2, "label_calls": 16}, after, 410) is None  # no labels spent

@@ -131,6 +131,15 @@ def _by_generation(rows, samplers, value, digits: int = 1) -> list[str]:
     return lines
 
 
+def new_bins_per_label(row: dict, previous: dict | None, n_accessible: int) -> float | None:
+    """Accessible bins a generation added to the labelled data, per oracle label it spent
+    (``None`` for generation 0 or a generation without labels)."""
+    if previous is None or row["label_calls"] == previous["label_calls"]:
+        return None
+    gained = round((row["coverage"] - previous["coverage"]) * n_accessible)
+    return gained / (row["label_calls"] - previous["label_calls"])
+
+
 def reach_of(rows, sampler: str, target_sampler: str = "reference_md", key: str = "force_rmse") -> list[dict]:
     """Per repeat: the oracle calls after which ``sampler``'s committee first had a ``key`` at or
     below ``target_sampler``'s final one in the same repeat (``None``: never within the run)."""
@@ -337,19 +346,13 @@ def write_report(protocol, out: Path, rows: list[dict], points: dict, wall_secon
 
         n_accessible = int(load_reference_fes().accessible_bins(protocol.metrics.fes_cutoff).sum())
 
-        def new_bins_per_label(row, previous):
-            if previous is None or row["label_calls"] == previous["label_calls"]:
-                return None
-            gained = round((row["coverage"] - previous["coverage"]) * n_accessible)
-            return gained / (row["label_calls"] - previous["label_calls"])
-
         lines += ["", "Per generation (median [IQR] over repeats; g0 is the shared initial committee and data).", "",
                   "Test force RMSE (kJ/mol/nm):", ""]
         lines += _by_generation(rows, samplers, lambda r, p: r["force_rmse"])
         lines += ["", "Test energy MAE (kJ/mol):", ""]
         lines += _by_generation(rows, samplers, lambda r, p: r["energy_mae"])
         lines += ["", f"New 10-degree bins below {protocol.metrics.fes_cutoff:g} kJ/mol per oracle label of the generation:", ""]
-        lines += _by_generation(rows, samplers, new_bins_per_label, 2)
+        lines += _by_generation(rows, samplers, lambda r, p: new_bins_per_label(r, p, n_accessible), 2)
         lines += ["", "Basins labelled (of five; initial data included):", ""]
         lines += _by_generation(rows, samplers, lambda r, p: r["basins_found"], 0)
         lines += ["", "Oracle calls on the generation's cumulative axis (labels plus a sampler's own reference "
