@@ -78,14 +78,18 @@ class CVDensity:
 
     def values_of(self, positions: np.ndarray) -> np.ndarray:
         """CV values ``[B, C]`` of geometries ``[B, N, 3]``."""
-        x = np.asarray(positions, dtype=np.float64)
-        out = []
-        for cv in self.cvs:
+        return self._values_and_gradients(np.asarray(positions, dtype=np.float64))[0]
+
+    def _values_and_gradients(self, x: np.ndarray):
+        """CV values ``[B, C]`` and, per dihedral CV, its Cartesian gradient (one evaluation each)."""
+        values, gradients = [], {}
+        for c, cv in enumerate(self.cvs):
             if cv.kind == "dihedral":
-                out.append(dihedral_gradient(x, cv.atoms)[0])
+                value, gradients[c] = dihedral_gradient(x, cv.atoms)
+                values.append(value)
             else:
-                out.append(x[:, cv.atoms[0], cv.axis])
-        return np.stack(out, axis=1)
+                values.append(x[:, cv.atoms[0], cv.axis])
+        return np.stack(values, axis=1), gradients
 
     def log_density(self, s: np.ndarray) -> np.ndarray:
         """``log(S + exp(-cap))`` at CV values ``[B, C]``: minus the novelty."""
@@ -105,7 +109,7 @@ class CVDensity:
         replicas that repeat a real one must not push it away).
         """
         x = np.asarray(positions, dtype=np.float64)
-        s = self.values_of(x)
+        s, ds_dx = self._values_and_gradients(x)
         log_k, dlog_k = self._log_kernels(s)
         others = np.broadcast_to(np.asarray(spread, dtype=bool), (len(s),))
         if others.any() and len(s) > 1:
@@ -119,8 +123,7 @@ class CVDensity:
         gradient = np.zeros_like(x)
         for c, cv in enumerate(self.cvs):
             if cv.kind == "dihedral":
-                _, ds_dx = dihedral_gradient(x, cv.atoms)
-                gradient[:, list(cv.atoms)] -= d_log_p[:, c, None, None] * ds_dx
+                gradient[:, list(cv.atoms)] -= d_log_p[:, c, None, None] * ds_dx[c]
             else:
                 gradient[:, cv.atoms[0], cv.axis] -= d_log_p[:, c]
         return -log_p, gradient

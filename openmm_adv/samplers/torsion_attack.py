@@ -140,7 +140,6 @@ class TorsionAttack:
                 raise ValueError("novelty_weight > 0 needs the labelled geometries (labelled=...)")
             self.density = CVDensity.from_positions(system, labelled, bandwidth=novelty_bandwidth, cap=novelty_cap)
         self.spread = bool(spread)
-        self._counted = None  # which replicas of the current chunk are real (not padding)
         self.refine_steps, self.refine_kT, self.refine_step_size = int(refine_steps), refine_kT, refine_step_size
         self.geometry_check = GeometryCheck.for_system(system, atomic_numbers=system.atomic_numbers,
                                                        vdw_clash_factor=clash_factor)
@@ -163,29 +162,30 @@ class TorsionAttack:
         self._context = openmm.Context(system, openmm.VerletIntegrator(0.001), platform, self.platform_properties)
         self._module, self._replicas = module, n_replicas
 
-    def _objective_gradient(self, x: np.ndarray) -> np.ndarray:
+    def _objective_gradient(self, x: np.ndarray, counted=None) -> np.ndarray:
         """Cartesian gradient ``[B, N, 3]`` of the objective (log L + novelty) from OpenMM."""
         self._context.setPositions(x.reshape(-1, 3))
         state = self._context.getState(getForces=True)
         forces = state.getForces(asNumpy=True).value_in_unit(openmm.unit.kilojoule_per_mole / openmm.unit.nanometer)
         gradient = np.asarray(forces).reshape(x.shape) / self.kT  # OpenMM energy is -kT log L
         if self.density is not None:
-            novelty_gradient = self.density.novelty_and_gradient(x, self._spread_mask(len(x)))[1]
+            novelty_gradient = self.density.novelty_and_gradient(x, self._spread_mask(counted))[1]
             gradient = gradient + self.novelty_weight * novelty_gradient
         return gradient
 
-    def _spread_mask(self, n: int):
+    def _spread_mask(self, counted):
+        """What ``spread`` counts: nothing, every replica, or the real (not padding) ones."""
         if not self.spread:
             return False
-        return self._counted if self._counted is not None and len(self._counted) == n else True
+        return True if counted is None else counted
 
-    def _values(self, x: np.ndarray):
+    def _values(self, x: np.ndarray, counted=None):
         with torch.enable_grad():
             log_l, u, e = self._module.replica_values(torch.from_numpy(x), False)
         log_l = log_l.detach().double().numpy()
         novelty = np.zeros(len(x))
         if self.density is not None:
-            novelty = self.density.novelty_and_gradient(x, self._spread_mask(len(x)))[0]
+            novelty = self.density.novelty_and_gradient(x, self._spread_mask(counted))[0]
         return log_l + self.novelty_weight * novelty, u.detach().double().numpy(), e.detach().double().numpy(), novelty
 
     def run(self, seeds) -> Candidates:
@@ -208,15 +208,15 @@ class TorsionAttack:
         for first in range(0, n_seeds, b):
             index = np.arange(first, min(first + b, n_seeds))
             chunk = seeds[np.concatenate([index, np.full(b - len(index), index[-1])])]
-            self._counted = np.arange(b) < len(index)
+            counted = np.arange(b) < len(index)  # padding replicas repeat a real one
             x = chunk.copy()
             m, v, turned = np.zeros((b, n_rot)), np.zeros((b, n_rot)), np.zeros((b, n_rot))
-            obj, _, _, _ = self._values(x)
+            obj, _, _, _ = self._values(x, counted)
             obj0[index] = obj[: len(index)]
             n_monitor += b
             for step in range(1, self.n_steps + 1):
                 try:
-                    gradient = self._objective_gradient(x)
+                    gradient = self._objective_gradient(x, counted)
                 except openmm.OpenMMException as exc:
                     for s in index:
                         flags[s] = flags[s] or f"torsion attack stopped at step {step}: {first_line(exc)}"
@@ -236,7 +236,7 @@ class TorsionAttack:
                 if step % self.report_interval and step != self.n_steps:
                     continue
                 ok, reasons = self.geometry_check(x)
-                obj, u, e, _ = self._values(x)
+                obj, u, e, _ = self._values(x, counted)
                 n_monitor += b
                 for j, s in enumerate(index):
                     if not ok[j]:
