@@ -293,7 +293,8 @@ class TorsionAttackConfig:
     a trust region; none: unbounded) in radians; ``kT`` in kJ/mol; ``novelty_weight`` > 0 adds
     ``-novelty_weight * log(S + exp(-novelty_cap))`` of the labelled data's CV kernel sum
     (bandwidth in radians) to the objective, and ``spread`` counts the other replicas of the
-    batch as labelled; ``seeds: frontier`` starts from the labelled frames where it is lowest;
+    batch as labelled; ``seeds: frontier`` starts from the labelled frames where the kernel
+    density at ``frontier_bandwidth`` (none: ``novelty_bandwidth``) is lowest;
     ``refine_steps`` Cartesian attack steps at ``refine_kT`` (kJ/mol) follow; atoms three or more
     bonds apart closer than ``clash_factor`` times their van der Waals radii are a clash."""
 
@@ -311,6 +312,7 @@ class TorsionAttackConfig:
     novelty_cap: float = field(default=float("inf"), **_limits(gt=0.0))
     spread: bool = False
     seeds: str = field(default="uniform", **_limits(choices=("uniform", "frontier")))
+    frontier_bandwidth: Optional[float] = field(default=None, **_limits(gt=0.0))
     refine_steps: int = field(default=40, **_limits(ge=0))
     refine_kT: float = field(default=2.5, **_limits(gt=0.0))
     refine_step_size: float = field(default=0.001, **_limits(gt=0.0))

@@ -29,9 +29,10 @@ def _small(name: str, tmp_path: Path, **changes) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["ala2_compare", "double_well"])
-def test_shipped_protocols_validate(name):
-    protocol = load_protocol(PROTOCOLS / name / "protocol.yaml")
+@pytest.mark.parametrize("name, file", [("ala2_compare", "protocol.yaml"), ("ala2_compare", "protocol_v2.yaml"),
+                                        ("double_well", "protocol.yaml")])
+def test_shipped_protocols_validate(name, file):
+    protocol = load_protocol(PROTOCOLS / name / file)
     assert protocol.repeats >= 3 and protocol.generations >= 5
     assert (PROTOCOLS / name / "README.md").exists()
 

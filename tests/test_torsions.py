@@ -209,6 +209,40 @@ def test_sampler_with_novelty_and_frontier_seeds(ala2, shipped):
         TorsionAttack(shipped, ala2, novelty_weight=1.0)
 
 
+def test_frontier_seeds_use_their_own_bandwidth(ala2, shipped, monkeypatch):
+    """The frontier is read at ``frontier_bandwidth`` while the novelty term keeps its own."""
+    import openmm_adv.samplers.torsion_attack as module
+    from openmm_adv.data import Dataset
+    from openmm_adv.resources import default_dataset_path
+
+    seen = []
+
+    def record(density, values, n, rng=None):
+        seen.append(density.bandwidth)
+        return np.arange(n)
+
+    class NoAttack:
+        def __init__(self, committee, system, labelled=None, novelty_bandwidth=None, **options):
+            seen.append(novelty_bandwidth)
+
+        def run(self, positions):
+            raise StopIteration
+
+    monkeypatch.setattr(module, "frontier_indices", record)
+    monkeypatch.setattr(module, "TorsionAttack", NoAttack)
+    data = Dataset.load(default_dataset_path()).positions[::50]
+    for frontier_bandwidth, expected in ((0.5, 0.5), (None, 0.1)):
+        seen.clear()
+        sampler = TorsionAttackSampler(ala2, seeds="frontier", frontier_bandwidth=frontier_bandwidth,
+                                       novelty_weight=1.0, novelty_bandwidth=0.1)
+        sampler.observe_dataset(data)
+        with pytest.raises(StopIteration):
+            sampler.sample(shipped, data[:2])
+        assert np.allclose(seen[0], expected) and seen[1] == 0.1
+    with pytest.raises(ValueError, match="frontier_bandwidth"):
+        TorsionAttackSampler(ala2, seeds="frontier", frontier_bandwidth=0.0)
+
+
 def test_torsion_attack_from_a_config_section(ala2):
     from openmm_adv.builders import build_samplers
     from openmm_adv.config import SAMPLER_CONFIGS, ConfigError, parse_section

@@ -283,10 +283,15 @@ class TorsionAttackSampler:
 
     name = "torsion_attack"
 
-    def __init__(self, system, seeds: str = "uniform", **options):
+    def __init__(self, system, seeds: str = "uniform", frontier_bandwidth: float | None = None, **options):
         if seeds not in ("uniform", "frontier"):
             raise ValueError(f"seeds must be 'uniform' or 'frontier', got {seeds!r}")
+        if frontier_bandwidth is not None and not frontier_bandwidth > 0:
+            raise ValueError(f"frontier_bandwidth must be > 0 radians, got {frontier_bandwidth!r}")
         self.system, self.seeds, self.options = system, seeds, dict(options)
+        # The frontier is a property of the labelled distribution's shape, which can be coarser
+        # than the bin-scale kernel the novelty term needs.
+        self.frontier_bandwidth = frontier_bandwidth or self.options.get("novelty_bandwidth", 0.35)
         self._labelled = None
         if self.options.get("novelty_weight", 0.0) > 0:
             self.name = "torsion_attack_novelty"
@@ -300,8 +305,7 @@ class TorsionAttackSampler:
         if self.seeds == "frontier":
             if self._labelled is None:
                 raise ValueError("frontier seeds need the labelled data: call observe_dataset(positions) first")
-            density = CVDensity.from_positions(self.system, self._labelled,
-                                               bandwidth=self.options.get("novelty_bandwidth", 0.35),
+            density = CVDensity.from_positions(self.system, self._labelled, bandwidth=self.frontier_bandwidth,
                                                cap=self.options.get("novelty_cap", float("inf")))
             values = density.values_of(self._labelled)
             pick = frontier_indices(density, values, len(seeds), rng)
