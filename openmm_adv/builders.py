@@ -12,7 +12,7 @@ from .data import Dataset
 from .geometry import GeometryCheck
 from .resources import default_committee_path, default_dataset_path
 from .selection import Selector
-from .systems import get_system
+from .systems import get_system, load_system
 from .train import CommitteeTrainer, TrainingConfig
 
 __all__ = [
@@ -29,7 +29,15 @@ __all__ = [
 
 
 def build_system(config):
-    return get_system(config.name)
+    """The :class:`~openmm_adv.systems.MolecularSystem` of a ``system`` config section."""
+    if config.structure is None:
+        return get_system(config.name)
+    try:
+        return load_system(config.structure, name=config.name, forcefield=config.forcefield,
+                           system_xml=config.system_xml, charge=config.charge,
+                           multiplicity=config.multiplicity, cvs=config.cvs)
+    except ValueError as exc:
+        raise ConfigError(str(exc) if str(exc).startswith("system") else f"system: {exc}") from exc
 
 
 def load_data(config: DataConfig, system=None, where: str = "data") -> Dataset:

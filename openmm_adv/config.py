@@ -180,10 +180,35 @@ def load_yaml(path: str | Path) -> dict:
 # ---------------------------------------------------------------------------- sections
 @dataclass
 class SystemConfig:
-    """Which molecular system: ``alanine_dipeptide``, ``double_well``, ``mueller_brown``, ``ammonia``."""
+    """The molecule: a shipped one by ``name`` (``alanine_dipeptide``, ``ammonia``,
+    ``double_well``, ``mueller_brown``), or your own from files: ``structure`` (PDB, PDBx/mmCIF,
+    xyz/extxyz, or what mdtraj reads), its reference potential as OpenMM force-field XMLs
+    (``forcefield``) or a serialized System (``system_xml``), or none (label with xtb or ase);
+    ``charge`` and ``multiplicity`` for quantum oracles; ``cvs``: ``name: {dihedral: [a, b, c, d]}``,
+    ``{distance: [a, b]}`` or ``{coordinate: a, axis: x}``, atoms as 0-based indices or mdtraj
+    selections that match one atom each. Relative paths are read from the working directory."""
 
-    name: str = field(default="alanine_dipeptide",
-                      **_limits(choices=("alanine_dipeptide", "double_well", "mueller_brown", "ammonia")))
+    name: Optional[str] = None
+    structure: Optional[str] = None
+    forcefield: Optional[list[str]] = None
+    system_xml: Optional[str] = None
+    charge: Optional[int] = None
+    multiplicity: Optional[int] = field(default=None, **_limits(ge=1))
+    cvs: Optional[dict] = None
+
+    def __post_init__(self):
+        if self.structure is None:
+            if self.forcefield or self.system_xml or self.cvs:
+                raise ConfigError("system: forcefield, system_xml and cvs describe your own files: give "
+                                  "system.structure too")
+            self.name = self.name or "alanine_dipeptide"
+            # the shipped definitions, listed without importing OpenMM (config stays light)
+            shipped = sorted(p.stem for p in (Path(__file__).parent / "systems" / "data").glob("*.yaml"))
+            if self.name not in shipped:
+                raise ConfigError(f"system.name: {self.name!r} is not a shipped system ({', '.join(shipped)}); "
+                                  f"for your own molecule give system.structure (and forcefield or system_xml)")
+        elif self.forcefield and self.system_xml:
+            raise ConfigError("system: give either forcefield or system_xml, not both")
 
 
 @dataclass
