@@ -29,7 +29,7 @@ from .builders import (
 )
 from .data import Dataset, read_extxyz, write_extxyz
 
-__all__ = ["run_label", "run_train", "run_attack", "run_loop", "run_export", "example_config"]
+__all__ = ["run_init", "run_label", "run_train", "run_attack", "run_loop", "run_export", "example_config"]
 
 
 def _read_frames(path: Path, system) -> np.ndarray:
@@ -84,6 +84,149 @@ def run_label(config: cfg.LabelRunConfig, progress: bool = True, echo=print) -> 
     echo(f"labelled {summary['labelled']}/{summary['frames']} in {summary['seconds']:.1f} s; {config.output} now holds {size}"
          + (f"; {len(failures)} failures in {failure_path}" if failures else ""))
     return summary
+
+
+def run_init(config: cfg.InitRunConfig, progress: bool = True, echo=print) -> dict:
+    """The first labelled data of a molecule (see :mod:`openmm_adv.initial_data`), written to a
+    new dataset ``config.output``; returns a summary with the label energies it produced.
+
+    Raises
+    ------
+    ValueError
+        When the output exists (``init`` never appends), the method needs what the system
+        lacks (``md`` without a reference force field, ``import`` without ``input``), or no
+        label survives.
+    """
+    from tqdm.auto import tqdm
+
+    from . import initial_data as init
+    from .plausibility import default_max_label_energy
+
+    output = Path(config.output)
+    if output.exists():
+        raise ValueError(f"{output} exists: init writes a new dataset; remove it, choose another output, or "
+                         f"add frames with 'openmm-adv label'")
+    if not output.parent.exists():
+        raise ValueError(f"the folder of {output} does not exist: create it first")
+    system = build_system(config.system)
+    method = config.method
+    if method == "auto":
+        method = "import" if config.input else ("md" if system.has_reference_potential else "displacements")
+    if method == "md" and not system.has_reference_potential:
+        raise ValueError(f"method md runs the reference force field, which {system.name!r} does not have: use "
+                         f"method: displacements, or give system.forcefield or system.system_xml")
+    if method == "import" and not config.input:
+        raise ValueError("method import needs input: a trajectory, extxyz file or dataset to read frames from")
+    start = time.perf_counter()
+    rng = np.random.default_rng(config.seed)
+    oracle = build_oracle(config.oracle, system)
+    oracle_calls, info = 0, {"method": method}
+    records = None
+    x0 = system.positions
+    if method != "import" and config.minimise:
+        if system.has_reference_potential:
+            x0 = init.minimise_with_reference(system, x0)
+            info["minimised_with"] = "reference force field"
+        else:
+            echo(f"minimising {system.name} with {oracle.name}")
+            x0, calls = init.minimise_with_oracle(oracle, x0)
+            oracle_calls += calls
+            info["minimised_with"] = f"{oracle.name} ({calls} calls)"
+    if method == "md":
+        echo(f"{config.n_frames} frames of {config.temperature:g} K MD with the reference force field "
+             f"(a frame every {config.md.interval} steps of {config.md.timestep_fs:g} fs)")
+        with tqdm(total=config.n_frames, desc="md frames", disable=not progress) as bar:
+            positions = init.reference_md_frames(
+                system, x0, config.n_frames, config.temperature, config.md.interval, config.md.equilibration_steps,
+                config.md.timestep_fs, config.md.friction, config.seed, progress=bar.update)
+    elif method == "displacements":
+        if system.has_reference_potential:
+            hessian = init.numerical_hessian(lambda x: system.reference_energies_forces(x, platform="Reference")[1], x0)
+            info["hessian_from"] = "reference force field"
+        else:
+            echo(f"Hessian of {system.name} from {6 * system.n_atoms} {oracle.name} force calls")
+            hessian = init.numerical_hessian(lambda x: _oracle_forces(oracle, x), x0)
+            oracle_calls += 6 * system.n_atoms
+            info["hessian_from"] = oracle.name
+        positions, modes = init.thermal_displacements(x0, system.masses, hessian, config.n_frames - 1,
+                                                      config.temperature, rng)
+        positions = np.concatenate([x0[None], positions])  # the minimum itself is data too
+        info.update(modes)
+    else:
+        records = _import_frames(Path(config.input), system, config)
+        positions = records.positions if records is not None else _read_frames(Path(config.input), system)
+        info["frames_in_file"] = int(len(positions))
+        if len(positions) > config.n_frames:  # evenly spaced: a trajectory's neighbours are near copies
+            pick = np.linspace(0, len(positions) - 1, config.n_frames).round().astype(int)
+            positions = positions[pick]
+            records = records.subset(pick) if records is not None else None
+    if records is None:
+        echo(f"labelling {len(positions)} frames with {oracle.name} ({config.oracle.workers} worker(s))")
+        labels = oracle.label(positions, n_workers=config.oracle.workers)
+        oracle_calls += len(positions)
+        ok = np.asarray(labels.ok, dtype=bool)
+        info["oracle_failures"] = int((~ok).sum())
+        positions, energies, forces = positions[ok], labels.energies[ok], labels.forces[ok]
+        label_source = oracle.name
+    else:
+        energies, forces, label_source = records.energies, records.forces, "file"
+    if len(energies) == 0:
+        raise ValueError("no frame was labelled: see the oracle's failures above")
+    cap = config.max_label_energy or default_max_label_energy(system.n_atoms)
+    above = energies - energies.min()
+    keep = above <= cap if cap is not None else np.ones(len(above), dtype=bool)
+    dataset = Dataset(system.atomic_numbers)
+    dataset.append(positions[keep], energies[keep], forces[keep], generation=0, sampler=f"init_{method}",
+                   oracle=label_source)
+    dataset.save(output)
+    summary = {**info, "frames": int(len(energies)), "kept": int(keep.sum()), "refused_above_cap": int((~keep).sum()),
+               "max_label_energy_kj_mol": cap, "oracle_calls": oracle_calls,
+               "energy_above_min_kj_mol": {"median": float(np.median(above[keep])), "p95": float(np.percentile(above[keep], 95)),
+                                           "max": float(above[keep].max())},
+               "force_rms_kj_mol_nm": float(np.sqrt(np.mean(forces[keep] ** 2))),
+               "seconds": time.perf_counter() - start, "output": str(output)}
+    _atomic_write_json(Path(str(output) + ".init.json"), {**summary, "config": _plain(config)})
+    e = summary["energy_above_min_kj_mol"]
+    echo(f"wrote {summary['kept']} labelled frames to {output} ({method}; {oracle_calls} oracle calls, "
+         f"{summary['seconds']:.0f} s); energies above the lowest: median {e['median']:.1f}, 95th percentile "
+         f"{e['p95']:.1f}, max {e['max']:.1f} kJ/mol; force RMS {summary['force_rms_kj_mol_nm']:.0f} kJ/mol/nm"
+         + (f"; {summary['refused_above_cap']} refused above {cap:.0f} kJ/mol" if summary["refused_above_cap"] else ""))
+    return summary
+
+
+def _atomic_write_json(path: Path, payload: dict) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    partial.replace(path)
+
+
+def _oracle_forces(oracle, positions: np.ndarray) -> np.ndarray:
+    labels = oracle.compute(positions)
+    if not np.all(labels.ok):
+        raise ValueError(f"the oracle failed on a displaced geometry of the Hessian: {labels.failures()[0][1]}")
+    return labels.forces
+
+
+def _import_frames(path: Path, system, config) -> Dataset | None:
+    """Labelled records from ``path`` when it carries labels and they are wanted, else None."""
+    if not config.use_file_labels or not path.exists():
+        return None
+    if path.suffix in (".h5", ".hdf5"):
+        try:
+            data = Dataset.load(path)
+        except ValueError:
+            return None
+    elif path.suffix in (".xyz", ".extxyz"):
+        numbers, positions, energies, forces = read_extxyz(path)
+        if energies is None or forces is None:
+            return None
+        data = Dataset(numbers)
+        data.append(positions, energies, forces, generation=0, sampler="import", oracle="file")
+    else:
+        return None
+    if not np.array_equal(data.atomic_numbers, system.atomic_numbers):
+        raise ValueError(f"{path}: its atoms do not match system {system.name} ({data.n_atoms} vs {system.n_atoms} atoms)")
+    return data
 
 
 def run_train(config: cfg.TrainRunConfig, progress: bool = True, echo=print) -> dict:
@@ -196,12 +339,13 @@ def run_export(source: str | Path, output: str | Path, generation: int | None = 
 
 
 _EXAMPLE_REQUIRED = {
+    "init": {"output": "initial_data.h5"},
     "label": {"input": "frames.extxyz", "output": "labelled.h5"},
     "train": {"output": "committee.pt"},
     "attack": {"output": "candidates.extxyz"},
     "loop": {},
 }
-_EXAMPLE_CLASSES = {"label": cfg.LabelRunConfig, "train": cfg.TrainRunConfig, "attack": cfg.AttackRunConfig,
+_EXAMPLE_CLASSES = {"init": cfg.InitRunConfig, "label": cfg.LabelRunConfig, "train": cfg.TrainRunConfig, "attack": cfg.AttackRunConfig,
                     "loop": cfg.LoopRunConfig}
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "LoopConfig",
     "LoopRunConfig",
     "LabelRunConfig",
+    "InitRunConfig",
     "TrainRunConfig",
     "AttackRunConfig",
 ]
@@ -514,6 +515,43 @@ class LabelRunConfig:
     oracle: OracleConfig = field(default_factory=OracleConfig)
     sampler: str = "import"
     generation: int = field(default=0, **_limits(ge=0))
+
+
+@dataclass
+class InitMDConfig:
+    """Reference-force-field MD of ``openmm-adv init``: ``equilibration_steps``, then a frame
+    every ``interval`` steps of ``timestep_fs`` (no constraints: keep it at 0.5 fs or less for
+    hydrogens), Langevin ``friction`` in 1/ps."""
+
+    timestep_fs: float = field(default=0.5, **_limits(gt=0.0, le=4.0))
+    interval: int = field(default=200, **_limits(ge=1))
+    equilibration_steps: int = field(default=2000, **_limits(ge=0))
+    friction: float = field(default=1.0, **_limits(gt=0.0))
+
+
+@dataclass
+class InitRunConfig:
+    """``openmm-adv init``: the first labelled data of a molecule, written to ``output`` (a new
+    HDF5 dataset). ``method``: ``md`` (reference force field MD), ``displacements`` (harmonic
+    normal-mode sampling at ``temperature``), ``import`` (frames of ``input``, with their labels
+    when the file has them and ``use_file_labels``), or ``auto`` (import when ``input`` is
+    given, else md where the system has a reference force field, else displacements).
+    ``minimise`` first relaxes the structure (reference force field, else the oracle).
+    ``max_label_energy`` (kJ/mol above the lowest label; null: the molecule's default, see
+    :func:`openmm_adv.initial_data.default_max_label_energy`) refuses implausible labels."""
+
+    output: str
+    system: SystemConfig = field(default_factory=SystemConfig)
+    oracle: OracleConfig = field(default_factory=OracleConfig)
+    method: str = field(default="auto", **_limits(choices=("auto", "md", "displacements", "import")))
+    n_frames: int = field(default=100, **_limits(ge=1))
+    temperature: float = field(default=300.0, **_limits(gt=0.0))
+    minimise: bool = True
+    md: InitMDConfig = field(default_factory=InitMDConfig)
+    input: Optional[str] = None
+    use_file_labels: bool = True
+    max_label_energy: Optional[float] = field(default=None, **_limits(gt=0.0))
+    seed: int = 0
 
 
 @dataclass
