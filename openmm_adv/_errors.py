@@ -1,4 +1,8 @@
-"""Small helpers for error messages."""
+"""Small helpers for error messages, and errors the command line catches without importing torch."""
+
+
+class LoopBusyError(RuntimeError):
+    """Another process holds the run folder's lock."""
 
 
 def first_line(exc: BaseException) -> str:

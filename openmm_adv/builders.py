@@ -46,7 +46,8 @@ def load_data(config: DataConfig, system=None, where: str = "data") -> Dataset:
         if system is not None and system.name in ("double_well", "mueller_brown"):
             return toy_initial_data(system, config.max_frames or 20, config.seed)
         if system is not None and system.name != "alanine_dipeptide":
-            raise ConfigError(f"{where}.path: the shipped default data are alanine dipeptide; give a dataset for {system.name}")
+            raise ConfigError(f"{where}.path: the shipped default data are alanine dipeptide; give a dataset for "
+                              f"{system.name} (make the first one with 'openmm-adv init')")
         path = default_dataset_path()
     else:
         path = Path(config.path)

@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .loop import LoopBusyError
+    from ._errors import LoopBusyError
 
     args = build_parser().parse_args(argv)
     try:

@@ -100,7 +100,6 @@ def run_init(config: cfg.InitRunConfig, progress: bool = True, echo=print) -> di
     from tqdm.auto import tqdm
 
     from . import initial_data as init
-    from .plausibility import default_max_label_energy
 
     output = Path(config.output)
     if output.exists():
@@ -172,7 +171,7 @@ def run_init(config: cfg.InitRunConfig, progress: bool = True, echo=print) -> di
         energies, forces, label_source = records.energies, records.forces, "file"
     if len(energies) == 0:
         raise ValueError("no frame was labelled: see the oracle's failures above")
-    cap = config.max_label_energy or default_max_label_energy(system.n_atoms)
+    cap = _label_cap(config.max_label_energy, system)
     above = energies - energies.min()
     keep = above <= cap if cap is not None else np.ones(len(above), dtype=bool)
     dataset = Dataset(system.atomic_numbers)
@@ -192,6 +191,15 @@ def run_init(config: cfg.InitRunConfig, progress: bool = True, echo=print) -> di
          f"{e['p95']:.1f}, max {e['max']:.1f} kJ/mol; force RMS {summary['force_rms_kj_mol_nm']:.0f} kJ/mol/nm"
          + (f"; {summary['refused_above_cap']} refused above {cap:.0f} kJ/mol" if summary["refused_above_cap"] else ""))
     return summary
+
+
+def _label_cap(value: float | None, system) -> float | None:
+    """The cap on label energies: the configured one, none for ``inf``, else the molecule's default."""
+    from .plausibility import default_max_label_energy
+
+    if value is None:
+        return default_max_label_energy(system.n_atoms)
+    return None if np.isinf(value) else float(value)
 
 
 def _atomic_write_json(path: Path, payload: dict) -> None:
@@ -310,7 +318,7 @@ def run_loop(config: cfg.LoopRunConfig, run_dir: str | Path, progress: bool = Tr
         initial_committee=committee_path(config.initial_committee),
         label_workers=config.oracle.workers,
         final_training=config.loop.final_training,
-        max_label_energy=config.loop.max_label_energy,
+        max_label_energy=_label_cap(config.loop.max_label_energy, system),
         progress=progress,
         settings=settings,
         echo=echo,

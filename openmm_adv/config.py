@@ -455,7 +455,9 @@ class SelectionConfig:
 class LoopConfig:
     """Loop control: ``generations`` sample-label rounds, ``seeds`` seed geometries drawn from
     the dataset per generation, ``seed`` for every random choice, ``threads`` for torch;
-    ``max_label_energy`` (kJ/mol above the dataset's lowest energy) rejects absurd labels."""
+    ``max_label_energy`` (kJ/mol above the dataset's lowest energy) rejects absurd labels
+    (null: the molecule's default, :func:`openmm_adv.plausibility.default_max_label_energy`;
+    ``.inf`` turns it off)."""
 
     generations: int = field(default=3, **_limits(ge=1))
     seeds: int = field(default=16, **_limits(ge=1))
@@ -538,7 +540,7 @@ class InitRunConfig:
     given, else md where the system has a reference force field, else displacements).
     ``minimise`` first relaxes the structure (reference force field, else the oracle).
     ``max_label_energy`` (kJ/mol above the lowest label; null: the molecule's default, see
-    :func:`openmm_adv.initial_data.default_max_label_energy`) refuses implausible labels."""
+    :func:`openmm_adv.plausibility.default_max_label_energy`) refuses implausible labels."""
 
     output: str
     system: SystemConfig = field(default_factory=SystemConfig)

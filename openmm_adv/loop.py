@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._errors import first_line
+from ._errors import LoopBusyError, first_line
 from .data import Dataset
 from .models.committee import Committee
 from .samplers.candidates import Candidates
@@ -40,10 +40,6 @@ from .train import CommitteeTrainer
 __all__ = ["ActiveLearningLoop", "LoopBusyError", "LoopInterrupted", "read_log"]
 
 _FORMAT = "openmm-adv-loop/1"
-
-
-class LoopBusyError(RuntimeError):
-    """Another process is running a loop in the same run folder."""
 
 
 class LoopInterrupted(RuntimeError):

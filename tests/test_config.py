@@ -9,6 +9,7 @@ from openmm_adv.commands import example_config
 from openmm_adv.config import (
     AttackRunConfig,
     ConfigError,
+    InitRunConfig,
     LabelRunConfig,
     LoopRunConfig,
     TrainRunConfig,
@@ -17,7 +18,7 @@ from openmm_adv.config import (
 from openmm_adv.data import Dataset, read_extxyz, write_extxyz
 
 
-@pytest.mark.parametrize("kind,cls", [("label", LabelRunConfig), ("train", TrainRunConfig),
+@pytest.mark.parametrize("kind,cls", [("init", InitRunConfig), ("label", LabelRunConfig), ("train", TrainRunConfig),
                                       ("attack", AttackRunConfig), ("loop", LoopRunConfig)])
 def test_example_configs_parse_back(kind, cls):
     parsed = parse_section(cls, yaml.safe_load(example_config(kind)))
@@ -50,6 +51,17 @@ def test_bad_configs_name_the_key(data, message):
 def test_numbers_in_yaml_exponent_form_are_accepted():
     config = parse_section(LoopRunConfig, yaml.safe_load("training: {learning_rate: 3e-3}"))
     assert config.training.learning_rate == pytest.approx(3e-3)
+
+
+def test_help_and_config_do_not_import_torch_or_openmm():
+    """`openmm-adv --help` answers at once: neither the parser nor the config schema loads torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from openmm_adv.cli import build_parser; import openmm_adv.config; build_parser(); "
+            "print('torch' in sys.modules, 'openmm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
 
 
 def test_required_keys(tmp_path):
