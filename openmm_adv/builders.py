@@ -31,7 +31,7 @@ __all__ = [
 def build_system(config):
     """The :class:`~openmm_adv.systems.MolecularSystem` of a ``system`` config section."""
     if config.structure is None:
-        return get_system(config.name)
+        return get_system(config.shipped)
     try:
         return load_system(config.structure, name=config.name, forcefield=config.forcefield,
                            system_xml=config.system_xml, charge=config.charge,

@@ -361,8 +361,10 @@ def example_config(kind: str) -> str:
     """A YAML config for command ``kind`` with every key at its default."""
     cls = _EXAMPLE_CLASSES[kind]
     instance = cls(**_EXAMPLE_REQUIRED[kind])
-    header = f"# openmm-adv {kind} config: every key with its default. Units: nm, kJ/mol, ps.\n"
-    return header + yaml.safe_dump(_plain(instance), sort_keys=False)
+    from .config_docs import commented_yaml
+
+    header = f"# openmm-adv {kind} config: every key with its default and what it does. Units: nm, kJ/mol, ps, K.\n"
+    return header + commented_yaml(instance) + "\n"
 
 
 def _plain(obj):

@@ -202,14 +202,19 @@ class SystemConfig:
             if self.forcefield or self.system_xml or self.cvs:
                 raise ConfigError("system: forcefield, system_xml and cvs describe your own files: give "
                                   "system.structure too")
-            self.name = self.name or "alanine_dipeptide"
             # the shipped definitions, listed without importing OpenMM (config stays light)
             shipped = sorted(p.stem for p in (Path(__file__).parent / "systems" / "data").glob("*.yaml"))
-            if self.name not in shipped:
-                raise ConfigError(f"system.name: {self.name!r} is not a shipped system ({', '.join(shipped)}); "
+            if self.shipped not in shipped:
+                raise ConfigError(f"system.name: {self.shipped!r} is not a shipped system ({', '.join(shipped)}); "
                                   f"for your own molecule give system.structure (and forcefield or system_xml)")
         elif self.forcefield and self.system_xml:
             raise ConfigError("system: give either forcefield or system_xml, not both")
+
+    @property
+    def shipped(self) -> str | None:
+        """The shipped system this section names (alanine dipeptide when it names nothing), or
+        None for a system from files."""
+        return (self.name or "alanine_dipeptide") if self.structure is None else None
 
 
 @dataclass

@@ -53,6 +53,40 @@ def test_numbers_in_yaml_exponent_form_are_accepted():
     assert config.training.learning_rate == pytest.approx(3e-3)
 
 
+def test_every_config_key_has_a_help_line():
+    """`openmm-adv config KIND` prints a comment on every key, sampler sections included."""
+    import dataclasses
+
+    from openmm_adv.config import SAMPLER_CONFIGS
+    from openmm_adv.config_docs import help_for
+
+    missing, seen = [], set()
+
+    def walk(cls):
+        if cls in seen:
+            return
+        seen.add(cls)
+        for f in dataclasses.fields(cls):
+            if help_for(cls, f.name) is None:
+                missing.append(f"{cls.__name__}.{f.name}")
+            for inner in (f.type, *getattr(f.type, "__args__", ())):
+                if isinstance(inner, type) and dataclasses.is_dataclass(inner):
+                    walk(inner)
+
+    import typing
+
+    for cls in (InitRunConfig, LabelRunConfig, TrainRunConfig, AttackRunConfig, LoopRunConfig, *SAMPLER_CONFIGS.values()):
+        walk(cls)
+        for name, hint in typing.get_type_hints(cls).items():
+            for inner in (hint, *typing.get_args(hint)):
+                if isinstance(inner, type) and dataclasses.is_dataclass(inner):
+                    walk(inner)
+    assert not missing
+    text = example_config("loop")
+    assert "  kT: 20.9  # sampling temperature of the Boltzmann factor" in text
+    assert all("#" in line for line in text.splitlines()[1:] if line.strip()), "a key without its comment"
+
+
 def test_help_and_config_do_not_import_torch_or_openmm():
     """`openmm-adv --help` answers at once: neither the parser nor the config schema loads torch."""
     import subprocess
