@@ -28,7 +28,8 @@ def bonds_from_distances(atomic_numbers, positions, tolerance: float = BOND_TOLE
     atomic_numbers : sequence of int
         ``[N]`` elements.
     positions : array_like
-        ``[N, 3]`` in nm (a minimum or a thermal geometry: bonds are read from it).
+        ``[N, 3]`` in nm (a minimum or a thermal geometry: bonds are read from it), or frames
+        ``[F, N, 3]``, whose median distances are used (up to 20 frames, evenly spaced).
     tolerance : float
         Bonded when ``d < tolerance * (r_i + r_j)``.
     only_atoms : sequence of int, optional
@@ -41,13 +42,14 @@ def bonds_from_distances(atomic_numbers, positions, tolerance: float = BOND_TOLE
         For an element without a tabulated radius (the element is named).
     """
     numbers = np.asarray(atomic_numbers, dtype=np.int64)
-    xyz = np.asarray(positions, dtype=np.float64).reshape(len(numbers), 3)
+    xyz = np.asarray(positions, dtype=np.float64).reshape(-1, len(numbers), 3)
     missing = sorted({int(z) for z in numbers if int(z) not in COVALENT_RADIUS_NM})
     if missing:
-        raise ValueError(f"no covalent radius for atomic number(s) {missing}: give the bonds in the structure file "
-                         f"(PDB CONECT records, a mol2 or PDBx file) instead")
+        raise ValueError(f"no covalent radius for atomic number(s) {missing}: pass the bonds explicitly (PDB "
+                         f"CONECT records, a mol2 or PDBx file, the OpenMM topology)")
     radii = np.array([COVALENT_RADIUS_NM[int(z)] for z in numbers])
-    distance = np.linalg.norm(xyz[:, None] - xyz[None], axis=-1)
+    frames = xyz[np.linspace(0, len(xyz) - 1, min(len(xyz), 20)).astype(int)]
+    distance = np.median(np.linalg.norm(frames[:, :, None] - frames[:, None], axis=-1), axis=0)
     bonded = distance < tolerance * (radii[:, None] + radii[None])
     bonded &= np.triu(np.ones_like(bonded), k=1)
     if only_atoms is not None:
