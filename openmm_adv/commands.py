@@ -29,7 +29,7 @@ from .builders import (
 )
 from .data import Dataset, read_extxyz, write_extxyz
 
-__all__ = ["run_init", "run_label", "run_train", "run_attack", "run_loop", "run_export", "example_config"]
+__all__ = ["run_init", "run_md", "run_label", "run_train", "run_attack", "run_loop", "run_export", "example_config"]
 
 
 def _read_frames(path: Path, system) -> np.ndarray:
@@ -237,6 +237,107 @@ def _import_frames(path: Path, system, config) -> Dataset | None:
     return data
 
 
+def run_md(config: cfg.MDRunConfig, progress: bool = True, echo=print) -> dict:
+    """Langevin MD on the committee mean (an ordinary ``app.Simulation``) with the uncertainty
+    logged along the run; see :class:`openmm_adv.config.MDRunConfig`. Writes
+    ``trajectory.dcd``, ``state.csv``, ``uncertainty.csv``, ``to_label.extxyz`` (flagged frames)
+    and ``summary.json`` to ``config.output``; returns the summary.
+    """
+    import openmm
+    from openmm import app, unit
+    from tqdm.auto import tqdm
+
+    from .forces import mean_energy_force, set_velocities_to_temperature
+    from .geometry import GeometryCheck
+    from .models import Committee
+    from .reporter import UncertaintyLimitExceeded, UncertaintyReporter
+
+    configure_threads(config.threads)
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+    system = build_system(config.system)
+    committee = Committee.load(committee_path(config.committee), system=system)
+    start = system.positions if config.start is None else _read_frames(Path(config.start), system)[-1]
+    x0 = system.check_positions(start, "start")[0]
+
+    omm = openmm.System()
+    for mass in system.masses:
+        omm.addParticle(float(mass))
+    omm.addForce(mean_energy_force(committee))
+    integrator = openmm.LangevinMiddleIntegrator(config.temperature * unit.kelvin, config.friction / unit.picosecond,
+                                                 config.timestep_fs * unit.femtosecond)
+    integrator.setRandomNumberSeed(config.seed + 1)
+    platform = openmm.Platform.getPlatformByName(config.platform)
+    simulation = app.Simulation(system.topology, omm, integrator, platform)
+    simulation.context.setPositions(x0)
+    set_velocities_to_temperature(simulation.context, config.temperature, seed=config.seed + 1)
+    interval = config.report_interval
+    simulation.reporters.append(app.DCDReporter(str(out / "trajectory.dcd"), interval))
+    simulation.reporters.append(app.StateDataReporter(
+        str(out / "state.csv"), interval, step=True, time=True, potentialEnergy=True, kineticEnergy=True,
+        temperature=True, speed=True))
+    check = _BrokenMoleculeStop(GeometryCheck.for_system(system), interval)
+    simulation.reporters.append(check)
+    uncertainty = UncertaintyReporter(
+        committee, interval, str(out / "uncertainty.csv"), threshold=config.threshold, percentile=config.percentile,
+        training_data=config.training_data, metric=config.metric, stop_after=config.stop_after,
+        frames=str(out / "to_label.extxyz") if config.threshold is not None or config.percentile is not None else None)
+    simulation.reporters.append(uncertainty)  # last, so the others report the step it may stop at
+
+    echo(f"{config.n_steps} steps of {config.timestep_fs:g} fs at {config.temperature:g} K on the committee mean "
+         f"({committee.n_members} members, {config.platform})")
+    started, stopped, blew_up = time.perf_counter(), None, False
+    chunk = max(interval, min(10 * interval, config.n_steps))
+    with tqdm(total=config.n_steps, desc="md", unit="step", disable=not progress) as bar:
+        while simulation.currentStep < config.n_steps:
+            steps = min(chunk, config.n_steps - simulation.currentStep)
+            try:
+                simulation.step(steps)
+            except (UncertaintyLimitExceeded, _MoleculeBroken) as exc:
+                stopped = str(exc)
+                break
+            except openmm.OpenMMException as exc:  # NaN positions: the committee blew the molecule up
+                stopped, blew_up = f"OpenMM stopped near step {simulation.currentStep}: {exc}", True
+                break
+            bar.update(steps)
+    uncertainty.close()
+    steps_run = int(simulation.currentStep)
+    summary = {"steps": steps_run, "time_ps": steps_run * config.timestep_fs * 1e-3, "stopped": stopped,
+               "stable": check.failure is None and not blew_up,
+               "broken_at": check.failure, "flagged_frames": int(uncertainty.n_flagged),
+               "uncertainty_threshold": uncertainty.threshold, "seconds": time.perf_counter() - started,
+               "ns_per_day": steps_run * config.timestep_fs * 1e-6 / max(time.perf_counter() - started, 1e-9) * 86400}
+    _atomic_write_json(out / "summary.json", {**summary, "config": _plain(config)})
+    echo(f"{summary['time_ps']:.3g} ps in {summary['seconds']:.0f} s ({summary['ns_per_day']:.2f} ns/day); "
+         + (f"stopped: {stopped}" if stopped else "the molecule stayed whole")
+         + f"; {summary['flagged_frames']} frames flagged for labelling; wrote {out}")
+    return summary
+
+
+class _MoleculeBroken(RuntimeError):
+    pass
+
+
+class _BrokenMoleculeStop:
+    """An OpenMM reporter that stops the run at the first broken bond or clash."""
+
+    def __init__(self, check, interval: int):
+        self.check, self.interval, self.failure = check, int(interval), None
+
+    def describeNextReport(self, simulation):
+        steps = self.interval - simulation.currentStep % self.interval
+        return {"steps": steps, "periodic": False, "include": ["positions"]}
+
+    def report(self, simulation, state):
+        from openmm import unit
+
+        x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)[None]
+        ok, reasons = self.check(np.asarray(x))
+        if not ok[0]:
+            self.failure = {"step": int(simulation.currentStep), "reason": reasons[0]}
+            raise _MoleculeBroken(f"the molecule broke at step {simulation.currentStep}: {reasons[0]}")
+
+
 def run_train(config: cfg.TrainRunConfig, progress: bool = True, echo=print) -> dict:
     """Train a committee on ``config.data`` and save it (TorchScript + metadata) to ``config.output``."""
     configure_threads(config.threads)
@@ -348,12 +449,13 @@ def run_export(source: str | Path, output: str | Path, generation: int | None = 
 
 _EXAMPLE_REQUIRED = {
     "init": {"output": "initial_data.h5"},
+    "md": {"output": "md_output"},
     "label": {"input": "frames.extxyz", "output": "labelled.h5"},
     "train": {"output": "committee.pt"},
     "attack": {"output": "candidates.extxyz"},
     "loop": {},
 }
-_EXAMPLE_CLASSES = {"init": cfg.InitRunConfig, "label": cfg.LabelRunConfig, "train": cfg.TrainRunConfig, "attack": cfg.AttackRunConfig,
+_EXAMPLE_CLASSES = {"init": cfg.InitRunConfig, "md": cfg.MDRunConfig, "label": cfg.LabelRunConfig, "train": cfg.TrainRunConfig, "attack": cfg.AttackRunConfig,
                     "loop": cfg.LoopRunConfig}
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "LoopRunConfig",
     "LabelRunConfig",
     "InitRunConfig",
+    "MDRunConfig",
     "TrainRunConfig",
     "AttackRunConfig",
 ]
@@ -559,6 +560,39 @@ class InitRunConfig:
     use_file_labels: bool = True
     max_label_energy: Optional[float] = field(default=None, **_limits(gt=0.0))
     seed: int = 0
+
+
+@dataclass
+class MDRunConfig:
+    """``openmm-adv md``: Langevin MD on a committee's mean energy in an ``app.Simulation``,
+    writing the trajectory (DCD), the state log, the committee uncertainty along the run and
+    the frames above ``threshold`` (or the ``percentile`` of ``training_data``'s uncertainties)
+    to ``output``; it stops where a bond breaks or atoms clash."""
+
+    output: str
+    committee: str = "default"
+    system: SystemConfig = field(default_factory=SystemConfig)
+    start: Optional[str] = None
+    temperature: float = field(default=300.0, **_limits(gt=0.0))
+    timestep_fs: float = field(default=0.5, **_limits(gt=0.0, le=4.0))
+    n_steps: int = field(default=2000, **_limits(ge=1))
+    report_interval: int = field(default=100, **_limits(ge=1))
+    friction: float = field(default=1.0, **_limits(gt=0.0))
+    platform: str = field(default="CPU", **_limits(choices=("Reference", "CPU", "CUDA")))
+    metric: str = field(default="force_variance", **_limits(choices=_METRICS))
+    threshold: Optional[float] = field(default=None, **_limits(ge=0.0))
+    percentile: Optional[float] = field(default=None, **_limits(ge=0.0, le=100.0))
+    training_data: Optional[str] = None
+    stop_after: Optional[int] = field(default=None, **_limits(ge=1))
+    seed: int = 0
+    threads: Optional[int] = field(default=None, **_limits(ge=1))
+
+    def check(self, where: str) -> None:
+        if self.percentile is not None and self.threshold is not None:
+            raise ConfigError(f"{_join(where, 'percentile')}: give either threshold or percentile, not both")
+        if self.percentile is not None and self.training_data is None:
+            raise ConfigError(f"{_join(where, 'training_data')}: percentile needs the committee's training data "
+                              f"(a dataset .h5) to compute the training set's uncertainties")
 
 
 @dataclass

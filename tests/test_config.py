@@ -12,13 +12,14 @@ from openmm_adv.config import (
     InitRunConfig,
     LabelRunConfig,
     LoopRunConfig,
+    MDRunConfig,
     TrainRunConfig,
     parse_section,
 )
 from openmm_adv.data import Dataset, read_extxyz, write_extxyz
 
 
-@pytest.mark.parametrize("kind,cls", [("init", InitRunConfig), ("label", LabelRunConfig), ("train", TrainRunConfig),
+@pytest.mark.parametrize("kind,cls", [("init", InitRunConfig), ("md", MDRunConfig), ("label", LabelRunConfig), ("train", TrainRunConfig),
                                       ("attack", AttackRunConfig), ("loop", LoopRunConfig)])
 def test_example_configs_parse_back(kind, cls):
     parsed = parse_section(cls, yaml.safe_load(example_config(kind)))
@@ -75,7 +76,7 @@ def test_every_config_key_has_a_help_line():
 
     import typing
 
-    for cls in (InitRunConfig, LabelRunConfig, TrainRunConfig, AttackRunConfig, LoopRunConfig, *SAMPLER_CONFIGS.values()):
+    for cls in (InitRunConfig, MDRunConfig, LabelRunConfig, TrainRunConfig, AttackRunConfig, LoopRunConfig, *SAMPLER_CONFIGS.values()):
         walk(cls)
         for name, hint in typing.get_type_hints(cls).items():
             for inner in (hint, *typing.get_args(hint)):

@@ -1,5 +1,5 @@
-"""A user's own molecule end to end through the command line only: init, loop, export, and the
-exported data read back by ASE. Ethanol labelled by GFN2-xTB (an xyz file, no force field) and
+"""A user's own molecule end to end through the command line only: init, loop, MD with the
+final committee, export, and the exported data read back by ASE. Ethanol labelled by GFN2-xTB (an xyz file, no force field) and
 a capped tri-alanine from a PDB with Amber ff14SB in vacuum (larger than alanine dipeptide)."""
 
 import shutil
@@ -43,6 +43,19 @@ def test_ethanol_with_xtb_from_the_command_line(tmp_path, monkeypatch):
     dataset = Dataset.load("run/dataset.h5")
     assert len(dataset) > 16 and set(dataset.provenance["generation"].tolist()) == {0, 1, 2}
     assert Path("run/final/committee.pt").exists()
+
+    # 1 ps of MD on the final committee, from the last labelled frame, uncertainty logged
+    Path("md.yaml").write_text(system + "committee: run/final/committee.pt\nstart: run/dataset.h5\noutput: md\n"
+                               "n_steps: 2000\nreport_interval: 100\npercentile: 90\ntraining_data: run/dataset.h5\n")
+    _cli("md", "md.yaml")
+    summary = __import__("json").loads(Path("md/summary.json").read_text())
+    assert summary["time_ps"] == pytest.approx(1.0) and summary["stable"]
+    log = np.loadtxt("md/uncertainty.csv", delimiter=",", skiprows=1)
+    assert len(log) == 20 and np.isfinite(log[:, 2]).all()
+    flagged = int(log[:, 4].sum())
+    assert flagged == summary["flagged_frames"]
+    if flagged:
+        assert len(ase_io.read("md/to_label.extxyz", index=":")) == flagged
 
     _cli("export", "run", "--output", "ethanol.extxyz")
     frames = ase_io.read("ethanol.extxyz", index=":")
