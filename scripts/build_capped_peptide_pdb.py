@@ -1,4 +1,4 @@
-"""Build a capped poly-alanine, Ace-(Ala)n-NMe, as a PDB: ``tests/data/ace_ala3_nme.pdb`` by default.
+"""Build a capped poly-alanine, Ace-(Ala)n-NMe, as a PDB: ``examples/peptide_amber/ace_ala3_nme.pdb`` by default.
 
 The backbone is placed from standard peptide internal coordinates (trans peptide bonds, every
 residue at the given phi/psi), hydrogens are added by OpenMM's Modeller with Amber14, and the
@@ -57,7 +57,7 @@ def main(argv=None):
     parser.add_argument("--psi", type=float, default=140.0)
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
-    out = Path(args.output or ROOT / "tests" / "data" / f"ace_ala{args.alanines}_nme.pdb")
+    out = Path(args.output or ROOT / "examples" / "peptide_amber" / f"ace_ala{args.alanines}_nme.pdb")
     top = app.Topology()
     chain = top.addChain()
     positions = []

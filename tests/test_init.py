@@ -13,7 +13,7 @@ from openmm_adv.data import Dataset
 from openmm_adv.plausibility import default_max_label_energy
 from openmm_adv.systems import get_system
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "examples" / "ethanol_xtb"
 
 
 def test_numerical_hessian_of_a_quadratic_is_exact():

@@ -11,7 +11,7 @@ import pytest
 from openmm_adv.cli import main
 from openmm_adv.data import Dataset
 
-DATA = Path(__file__).parent / "data"
+EXAMPLES = Path(__file__).parents[1] / "examples"
 SMALL_MODEL = "model: {architecture: painn, n_members: 3, n_features: 16, n_interactions: 1}\n"
 QUICK_TRAINING = "training: {epochs: 10, batch_size: 8, learning_rate: 5.0e-3}\n"
 
@@ -26,7 +26,7 @@ def test_ethanol_with_xtb_from_the_command_line(tmp_path, monkeypatch):
     pytest.importorskip("tblite")
     ase_io = pytest.importorskip("ase.io")
     monkeypatch.chdir(tmp_path)
-    shutil.copy(DATA / "ethanol.xyz", "ethanol.xyz")
+    shutil.copy(EXAMPLES / "ethanol_xtb" / "ethanol.xyz", "ethanol.xyz")
     system = "system: {structure: ethanol.xyz, cvs: {hoc_c: {dihedral: [3, 2, 1, 0]}, c_o: {distance: [1, 2]}}}\n"
     Path("init.yaml").write_text(system + "oracle: {kind: xtb}\noutput: init.h5\nn_frames: 16\n")
     _cli("init", "init.yaml")
@@ -69,7 +69,7 @@ def test_ethanol_with_xtb_from_the_command_line(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_capped_tri_alanine_pdb_with_amber_from_the_command_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    shutil.copy(DATA / "ace_ala3_nme.pdb", "peptide.pdb")
+    shutil.copy(EXAMPLES / "peptide_amber" / "ace_ala3_nme.pdb", "peptide.pdb")
     system = ("system:\n  structure: peptide.pdb\n  forcefield: [amber14-all.xml]\n  cvs:\n"
               "    phi2: {dihedral: ['resid 1 and name C', 'resid 2 and name N', 'resid 2 and name CA', 'resid 2 and name C']}\n"
               "    psi2: {dihedral: ['resid 2 and name N', 'resid 2 and name CA', 'resid 2 and name C', 'resid 3 and name N']}\n")
@@ -86,3 +86,18 @@ def test_capped_tri_alanine_pdb_with_amber_from_the_command_line(tmp_path, monke
     assert len(dataset) > 24 and dataset.n_atoms == 42
     samplers = {s.decode() for s in dataset.provenance["sampler"]}
     assert samplers & {"torsion_attack", "metadynamics"}, samplers
+
+
+@pytest.mark.parametrize("folder", ["ethanol_xtb", "peptide_amber"])
+def test_shipped_examples_are_valid_configs(folder, monkeypatch):
+    """The example configs parse, name files that exist, and describe the same molecule."""
+    from openmm_adv.builders import build_system
+    from openmm_adv.config import InitRunConfig, LoopRunConfig, MDRunConfig, load_yaml, parse_section
+
+    monkeypatch.chdir(EXAMPLES / folder)
+    systems = []
+    for name, cls in (("init", InitRunConfig), ("loop", LoopRunConfig), ("md", MDRunConfig)):
+        config = parse_section(cls, load_yaml(f"{name}.yaml"))
+        systems.append(build_system(config.system))
+    assert len({(s.n_atoms, tuple(s.atomic_numbers)) for s in systems}) == 1
+    assert systems[0].collective_variables  # CVs for the reports, metadynamics and the torsion attack

@@ -14,7 +14,7 @@ from openmm_adv.novelty import CVDensity
 from openmm_adv.systems import CollectiveVariable, double_well, get_system, load_system, mueller_brown
 from openmm_adv.systems.covalent import bonds_from_distances
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "examples" / "ethanol_xtb"
 ETHANOL_BONDS = {(0, 1), (1, 2), (2, 3), (1, 4), (1, 5), (0, 6), (0, 7), (0, 8)}
 PHI_SELECTIONS = ["resid 0 and name C", "resid 1 and name N", "resid 1 and name CA", "resid 1 and name C"]
 
