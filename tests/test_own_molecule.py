@@ -101,3 +101,14 @@ def test_shipped_examples_are_valid_configs(folder, monkeypatch):
         systems.append(build_system(config.system))
     assert len({(s.n_atoms, tuple(s.atomic_numbers)) for s in systems}) == 1
     assert systems[0].collective_variables  # CVs for the reports, metadynamics and the torsion attack
+
+
+def test_reporter_example_script_runs(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reporter_example", EXAMPLES / "reporter_in_your_script.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--steps", "300", "--output", str(tmp_path)])
+    assert "300 steps" in capsys.readouterr().out
+    assert len((tmp_path / "uncertainty.csv").read_text().splitlines()) == 1 + 3
