@@ -1,4 +1,6 @@
-"""Your own architecture: trained, saved and run in OpenMM; what cannot work is named."""
+"""Your own architecture: trained, saved, run in OpenMM and kept by the loop across generations."""
+
+import json
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ from openmm_adv.data import Dataset
 from openmm_adv.models import Committee, CommitteeError
 from openmm_adv.models.own import reinitialise
 from openmm_adv.resources import default_dataset_path
-from openmm_adv.train import CommitteeTrainer, TrainingConfig, train_committee
+from openmm_adv.train import FROM_COMMITTEE, CommitteeTrainer, TrainingConfig, train_committee
 
 
 class PairModel(torch.nn.Module):
@@ -216,3 +218,105 @@ def test_reinitialise_uses_reset_parameters_and_only_when_it_covers_every_weight
     state = {k: v.clone() for k, v in pair.potential.state_dict().items()}
     assert not reinitialise(pair, seed=3)
     assert all(torch.equal(state[k], v) for k, v in pair.potential.state_dict().items())
+
+
+# ---------------------------------------------------------------------------- the loop
+def _toy_loop(run_dir, trainer, initial_committee, n_generations=2):
+    from openmm_adv.loop import ActiveLearningLoop
+    from openmm_adv.oracles import AnalyticOracle
+    from openmm_adv.samplers import AttackSampler
+    from openmm_adv.selection import Selector
+    from openmm_adv.systems import double_well
+    from test_loop import _initial_data
+
+    toy = double_well()
+    return ActiveLearningLoop(
+        system=toy, oracle=AnalyticOracle.for_toy(toy),
+        samplers=[AttackSampler(kT=5.0, n_steps=15, step_size=0.05, max_step=0.1, max_displacement=1.0,
+                                batch_size=8, report_interval=5, platform="Reference", progress=False)],
+        selector=Selector(min_rmsd=0.02, max_selected=4), trainer=trainer, initial_data=_initial_data(toy),
+        run_dir=run_dir, n_generations=n_generations, seeds_per_generation=8, initial_committee=initial_committee,
+        progress=False, echo=None)
+
+
+def _member_classes(path):
+    loaded = Committee.load(path)
+    members = loaded.potential.members.members
+    return [getattr(members, str(k)).original_name for k in range(loaded.n_members)]
+
+
+def test_loop_from_your_committee_keeps_its_architecture(tmp_path):
+    from test_loop import _initial_data
+    from openmm_adv.systems import double_well
+
+    config = TrainingConfig(epochs=10, batch_size=8, learning_rate=1e-2, patience=10)
+    torch.manual_seed(0)
+    initial = Committee.from_models([XYModel() for _ in range(3)], [6])
+    data = _initial_data(double_well())
+    train_committee(initial, data.positions, data.energies, data.forces, config, progress=False)
+    loop = _toy_loop(tmp_path / "run", CommitteeTrainer(FROM_COMMITTEE, config=config, progress=False), initial)
+    assert loop.trainer.template is initial
+    records = loop.run()
+    assert [r["committee"] for r in records[:2]] == ["initial committee", "trained"]
+    for path in (loop.generation_dir(2) / "committee.pt", tmp_path / "run" / "final" / "committee.pt"):
+        assert _member_classes(path) == ["XYModel"] * 3
+        assert Committee.load(path).metadata["initial_weights"] == "reinitialised"
+    assert json.loads((loop.generation_dir(2) / "training.json").read_text())["initial_weights"] == "reinitialised"
+    stored = json.loads((tmp_path / "run" / "loop.json").read_text())["settings"]["trainer"]
+    assert stored["architecture"] == FROM_COMMITTEE and stored["template"]["member_classes"] == ["XYModel"] * 3
+    # a resume with another architecture is refused, not silently mixed in
+    other = Committee.from_models([XYModel(hidden=8) for _ in range(3)], [6])
+    with pytest.raises(ValueError, match="different settings.*template"):
+        _toy_loop(tmp_path / "run", CommitteeTrainer.from_committee(other, config, progress=False), initial).run()
+
+
+def test_cli_loop_from_a_committee_file_fine_tunes_it(tmp_path):
+    """``openmm-adv loop`` with an initial committee of one's own and no model section: every
+    generation trains that architecture (here by warm starts, from TorchScript)."""
+    from openmm_adv.commands import run_loop
+    from openmm_adv.config import LoopRunConfig, parse_section
+
+    torch.manual_seed(1)
+    Committee.from_models([XYModel() for _ in range(3)], [6]).save(tmp_path / "mine.pt")
+    config = parse_section(LoopRunConfig, {
+        "system": {"name": "double_well"}, "initial_data": {"max_frames": 16},
+        "initial_committee": str(tmp_path / "mine.pt"), "oracle": {"kind": "analytic"},
+        "training": {"epochs": 5, "batch_size": 8, "warm_start_epochs": 3, "learning_rate": 1e-2},
+        "samplers": {"attack": {"n_steps": 10, "step_size": 0.05, "batch_size": 4, "platform": "Reference"}},
+        "selection": {"max_selected": 3, "min_rmsd": 0.02},
+        "loop": {"generations": 2, "seeds": 4, "final_training": False},
+    })
+    run_loop(config, tmp_path / "run", progress=False, echo=lambda message: None)
+    committee = tmp_path / "run" / "gen_002" / "committee.pt"
+    assert _member_classes(committee) == ["XYModel"] * 3
+    assert Committee.load(committee).metadata["initial_weights"] == "fine-tuned"
+    settings = json.loads((tmp_path / "run" / "loop.json").read_text())["settings"]
+    assert settings["model"]["architecture"] == FROM_COMMITTEE
+    assert settings["model_template"]["member_classes"] == ["XYModel"] * 3
+
+
+def test_model_section_resolves_the_architecture_and_names_what_is_missing(tmp_path, ala2):
+    from openmm_adv.builders import build_trainer
+    from openmm_adv.config import ConfigError, ModelConfig, TrainingSection, TrainRunConfig, parse_section
+    from openmm_adv.resources import default_committee_path
+
+    training = TrainingSection()
+    assert build_trainer(ModelConfig(), training).architecture == "painn"
+    # a built-in initial committee leaves a null architecture at painn
+    assert build_trainer(ModelConfig(), training, initial_committee=default_committee_path()).architecture == "painn"
+    mine = Committee.from_models([_Column(), _Column()], ala2.atomic_numbers)
+    mine.save(tmp_path / "mine.pt")
+    for model, initial in ((ModelConfig(), tmp_path / "mine.pt"), (ModelConfig(committee=str(tmp_path / "mine.pt")), None),
+                           (ModelConfig(architecture=FROM_COMMITTEE), tmp_path / "mine.pt")):
+        trainer = build_trainer(model, training, system=ala2, initial_committee=initial)
+        assert trainer.architecture == FROM_COMMITTEE and trainer.template.n_members == 2
+    # the train command takes a committee file as its architecture too
+    config = parse_section(TrainRunConfig, {"output": "x.pt", "model": {"architecture": FROM_COMMITTEE,
+                                                                         "committee": str(tmp_path / "mine.pt")}})
+    assert build_trainer(config.model, config.training, system=ala2).template is not None
+    with pytest.raises(ConfigError, match="model.architecture: from_committee .* give model.committee"):
+        build_trainer(ModelConfig(architecture=FROM_COMMITTEE), training)
+    with pytest.raises(ConfigError, match="model.committee: only read with architecture from_committee"):
+        parse_section(ModelConfig, {"architecture": "painn", "committee": "mine.pt"}, "model")
+    with pytest.raises(ConfigError, match="model.committee: .*missing.pt does not exist"):
+        build_trainer(ModelConfig(committee=str(tmp_path / "missing.pt")), training)
