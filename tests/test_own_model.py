@@ -177,6 +177,32 @@ def test_wrong_output_shape_is_named_at_evaluation_too(alanine_split):
     assert column.energies(x).shape == (2, 2)
 
 
+class _EnsembleWithoutScale(torch.nn.Module):
+    """A ModelEnsemble as saved before it had an energy shift and scale."""
+
+    def __init__(self, members, atomic_numbers):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+        self.n_members, self.n_atoms = len(members), len(atomic_numbers)
+        self.register_buffer("atomic_numbers", torch.as_tensor(atomic_numbers))
+
+    def forward(self, positions):
+        return torch.stack([member(positions[:, m]) for m, member in enumerate(self.members)], dim=1)
+
+
+def test_a_committee_without_shift_and_scale_trains_on_raw_energies(alanine_split):
+    from openmm_adv.models import CommitteePotential
+
+    train = alanine_split[0].subset(np.arange(40))
+    torch.manual_seed(0)
+    members = _EnsembleWithoutScale([PairModel(train.positions, 8) for _ in range(2)], train.atomic_numbers.tolist())
+    committee = Committee(CommitteePotential(members), {"architecture": "ModelEnsemble"})
+    before = _force_rmse(committee, train)
+    train_committee(committee, train.positions, train.energies, train.forces,
+                    TrainingConfig(epochs=3, batch_size=8, learning_rate=1e-2, force_weight=100.0), progress=False)
+    assert _force_rmse(committee, train) < before
+
+
 class _NormModel(torch.nn.Module):
     """Runs eagerly, but TorchScript rejects ``Tensor.norm(dim=...)`` without ``p``."""
 
