@@ -343,8 +343,12 @@ def run_train(config: cfg.TrainRunConfig, progress: bool = True, echo=print) -> 
     configure_threads(config.threads)
     system = build_system(config.system)
     data = load_data(config.data, system)
-    trainer = build_trainer(config.model, config.training, progress=progress)
-    echo(f"training a {config.model.n_members}-member {config.model.architecture} committee on {len(data)} structures")
+    trainer = build_trainer(config.model, config.training, progress=progress, system=system)
+    if trainer.template is not None:
+        described = f"{trainer.template.n_members}-member copy of {config.model.committee}"
+    else:
+        described = f"{config.model.n_members}-member {trainer.architecture}"
+    echo(f"training a {described} committee on {len(data)} structures")
     committee, report = trainer.train(data, seed=config.seed, bonds=system.bonds)
     path = committee.save(config.output)
     summary = report.summary()
@@ -400,23 +404,31 @@ def run_loop(config: cfg.LoopRunConfig, run_dir: str | Path, progress: bool = Tr
 
     configure_threads(config.loop.threads)
     system = build_system(config.system)
+    initial_committee = committee_path(config.initial_committee)
+    trainer = build_trainer(config.model, config.training, progress=progress, system=system,
+                            initial_committee=initial_committee)
     settings = asdict(config)
     # Growing the number of generations is how a finished run is extended, so it is not part
     # of the settings a resume must match.
     settings["loop"].pop("generations")
+    # The resolved architecture (a null one means painn or the initial committee's), so runs
+    # made before it could be null resume; a template is stored by what identifies it.
+    settings["model"]["architecture"] = trainer.architecture
+    if trainer.template is not None:
+        settings["model_template"] = trainer.describe()["template"]
     loop = ActiveLearningLoop(
         system=system,
         oracle=build_oracle(config.oracle, system),
         samplers=build_samplers(config.samplers, system, progress=progress),
         selector=build_selector(config.selection, system),
-        trainer=build_trainer(config.model, config.training, progress=progress),
+        trainer=trainer,
         initial_data=load_data(config.initial_data, system, where="initial_data"),
         run_dir=run_dir,
         n_generations=config.loop.generations,
         seeds_per_generation=config.loop.seeds,
         seed=config.loop.seed,
         metric=next(iter(config.samplers.values())).metric,
-        initial_committee=committee_path(config.initial_committee),
+        initial_committee=initial_committee,
         label_workers=config.oracle.workers,
         final_training=config.loop.final_training,
         max_label_energy=_label_cap(config.loop.max_label_energy, system),

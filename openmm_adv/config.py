@@ -243,13 +243,20 @@ class OracleConfig:
 @dataclass
 class ModelConfig:
     """The committee architecture: ``painn`` (equivariant, the default for molecules),
-    ``schnet`` (the invariant first design) or ``mlp`` (2D toys). Unset (null) sizes take the
-    architecture's own defaults (:class:`openmm_adv.models.StackedPaiNN`, ``StackedSchNet``,
-    ``StackedMLP``); ``cutoff`` in nm; ``neighbor_list`` (painn): ``auto``, ``all_pairs`` or
-    ``cutoff``; ``prior``: ``bonded`` (harmonic bonds and angles fitted to the training forces,
-    the members learn the rest) or ``none``; null: ``bonded`` for painn, ``none`` otherwise."""
+    ``schnet`` (the invariant first design), ``mlp`` (2D toys) or ``from_committee`` (the
+    architecture of a committee file: your own models, see :meth:`CommitteeTrainer.from_committee`;
+    ``committee`` names the file, default the loop's ``initial_committee``; its sizes and member
+    count are its own, so the size keys are not read). Null: ``from_committee`` when
+    ``committee`` is given or the ``initial_committee`` is not one of the built-in
+    architectures, else ``painn``. Unset (null) sizes take the architecture's own defaults
+    (:class:`openmm_adv.models.StackedPaiNN`, ``StackedSchNet``, ``StackedMLP``); ``cutoff`` in
+    nm; ``neighbor_list`` (painn): ``auto``, ``all_pairs`` or ``cutoff``; ``prior``:
+    ``bonded`` (harmonic bonds and angles fitted to the training forces, the members learn the
+    rest) or ``none``; null: ``bonded`` for painn, ``none`` otherwise (``from_committee`` then
+    keeps the committee's own prior)."""
 
-    architecture: str = field(default="painn", **_limits(choices=("painn", "schnet", "mlp")))
+    architecture: Optional[str] = field(default=None, **_limits(choices=("painn", "schnet", "mlp", "from_committee")))
+    committee: Optional[str] = None
     n_members: int = field(default=5, **_limits(ge=2))
     n_features: Optional[int] = field(default=None, **_limits(ge=1))
     n_rbf: Optional[int] = field(default=None, **_limits(ge=1))
@@ -259,6 +266,11 @@ class ModelConfig:
     hidden: Optional[int] = field(default=None, **_limits(ge=1))
     prior: Optional[str] = field(default=None, **_limits(choices=("bonded", "none")))
     seed: int = 0
+
+    def check(self, where: str) -> None:
+        if self.committee is not None and self.architecture not in (None, "from_committee"):
+            raise ConfigError(f"{_join(where, 'committee')}: only read with architecture from_committee "
+                              f"(got architecture {self.architecture!r}); drop one of the two")
 
 
 @dataclass

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["BondedPrior", "BondedTerms", "angles_from_bonds", "atom_types", "find_bonds", "fit_bonded_prior"]
+__all__ = ["BondedPrior", "BondedTerms", "angles_from_bonds", "atom_types", "find_bonds", "fit_bonded_prior", "load_terms",
+           "prior_size"]
 
 MAX_ANGLE_DEGREES = 170.0  # near-linear angles have a singular gradient in theta; left to the network
 
@@ -242,13 +243,7 @@ class BondedPrior(nn.Module):
     @torch.jit.unused
     def set_terms(self, terms: BondedTerms) -> None:
         """Load fitted terms (replaces the buffers, whatever their size)."""
-        dtype = self.bond_k.dtype
-        self.bonds = torch.as_tensor(terms.bonds, dtype=torch.long).reshape(-1, 2)
-        self.bond_k = torch.as_tensor(terms.bond_k, dtype=dtype)
-        self.bond_r0 = torch.as_tensor(terms.bond_r0, dtype=dtype)
-        self.angles = torch.as_tensor(terms.angles, dtype=torch.long).reshape(-1, 3)
-        self.angle_k = torch.as_tensor(terms.angle_k, dtype=dtype)
-        self.angle_theta0 = torch.as_tensor(terms.angle_theta0, dtype=dtype)
+        load_terms(self, terms)
 
     @torch.jit.unused
     def resize_like(self, state: dict, prefix: str) -> None:
@@ -276,3 +271,20 @@ class BondedPrior(nn.Module):
             theta = torch.acos(cos.clamp(-1.0 + 1e-7, 1.0 - 1e-7))
             energy = energy + (0.5 * self.angle_k * (theta - self.angle_theta0).pow(2)).sum(-1)
         return energy
+
+
+def load_terms(prior: nn.Module, terms: BondedTerms) -> None:
+    """Load fitted terms into a :class:`BondedPrior`, eager or TorchScript (a loaded committee's),
+    replacing its buffers whatever their size."""
+    dtype = prior.bond_k.dtype
+    prior.bonds = torch.as_tensor(terms.bonds, dtype=torch.long).reshape(-1, 2)
+    prior.bond_k = torch.as_tensor(terms.bond_k, dtype=dtype)
+    prior.bond_r0 = torch.as_tensor(terms.bond_r0, dtype=dtype)
+    prior.angles = torch.as_tensor(terms.angles, dtype=torch.long).reshape(-1, 3)
+    prior.angle_k = torch.as_tensor(terms.angle_k, dtype=dtype)
+    prior.angle_theta0 = torch.as_tensor(terms.angle_theta0, dtype=dtype)
+
+
+def prior_size(prior: nn.Module) -> int:
+    """The number of bond and angle terms of a :class:`BondedPrior`, eager or TorchScript."""
+    return int(prior.bond_k.numel() + prior.angle_k.numel())
