@@ -49,7 +49,8 @@ KEY_HELP: dict[str, dict[str, str]] = {
         "workers": "label in a local pool of this many processes",
     },
     "ModelConfig": {
-        "architecture": "committee members: painn (equivariant), schnet or mlp (2D toys)",
+        "architecture": "painn (equivariant), schnet, mlp (2D toys), or from_committee (your own; null: from_committee for a non-built-in committee, else painn)",
+        "committee": "committee file whose architecture from_committee trains (null: the loop's initial_committee)",
         "n_members": "committee size",
         "n_features": "feature width (null: the architecture's default)",
         "n_rbf": "radial basis functions (null: default)",
