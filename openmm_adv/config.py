@@ -338,7 +338,8 @@ class TorsionAttackConfig:
     ``-novelty_weight * log(S + exp(-novelty_cap))`` of the labelled data's CV kernel sum
     (bandwidth in radians) to the objective, and ``spread`` counts the other replicas of the
     batch as labelled; ``seeds: frontier`` starts from the labelled frames where the kernel
-    density at ``frontier_bandwidth`` (none: ``novelty_bandwidth``) is lowest;
+    density at ``frontier_bandwidth`` (none: ``novelty_bandwidth``) is lowest; ``jitter`` > 0
+    (nm) displaces every found geometry by that Gaussian noise per coordinate;
     ``refine_steps`` Cartesian attack steps at ``refine_kT`` (kJ/mol) follow; atoms three or more
     bonds apart closer than ``clash_factor`` times their van der Waals radii are a clash."""
 
@@ -357,6 +358,7 @@ class TorsionAttackConfig:
     spread: bool = False
     seeds: str = field(default="uniform", **_limits(choices=("uniform", "frontier")))
     frontier_bandwidth: Optional[float] = field(default=None, **_limits(gt=0.0))
+    jitter: float = field(default=0.0, **_limits(ge=0.0))
     refine_steps: int = field(default=40, **_limits(ge=0))
     refine_kT: float = field(default=2.5, **_limits(gt=0.0))
     refine_step_size: float = field(default=0.001, **_limits(gt=0.0))

@@ -111,6 +111,7 @@ KEY_HELP: dict[str, dict[str, str]] = {
         "spread": "count the batch's other replicas as labelled, so replicas spread out",
         "seeds": "uniform (the loop's draw) or frontier (labelled frames where the CV density is lowest)",
         "frontier_bandwidth": "kernel width of the frontier density (null: novelty_bandwidth)",
+        "jitter": "Gaussian displacement per coordinate added to each found geometry (nm; 0: none)",
         "refine_steps": "Cartesian attack steps after the torsion steps (0: none)",
         "refine_kT": "kT of that refinement (kJ/mol)",
         "refine_step_size": "step of that refinement (nm)",
