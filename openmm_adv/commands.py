@@ -203,9 +203,9 @@ def _label_cap(value: float | None, system) -> float | None:
 
 
 def _atomic_write_json(path: Path, payload: dict) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=1, default=str) + "\n")
-    partial.replace(path)
+    from .loop import _atomic_write_text
+
+    _atomic_write_text(path, json.dumps(payload, indent=1, default=str) + "\n")
 
 
 def _oracle_forces(oracle, positions: np.ndarray) -> np.ndarray:
