@@ -184,12 +184,17 @@ def run_init(config: cfg.InitRunConfig, progress: bool = True, echo=print) -> di
                                            "max": float(above[keep].max())},
                "force_rms_kj_mol_nm": float(np.sqrt(np.mean(forces[keep] ** 2))),
                "seconds": time.perf_counter() - start, "output": str(output)}
+    from .loop import _new_label_summary
+
+    summary["cvs"] = _new_label_summary(system, dataset, 0).get("cvs", {})
     _atomic_write_json(Path(str(output) + ".init.json"), {**summary, "config": _plain(config)})
     e = summary["energy_above_min_kj_mol"]
     echo(f"wrote {summary['kept']} labelled frames to {output} ({method}; {oracle_calls} oracle calls, "
          f"{summary['seconds']:.0f} s); energies above the lowest: median {e['median']:.1f}, 95th percentile "
          f"{e['p95']:.1f}, max {e['max']:.1f} kJ/mol; force RMS {summary['force_rms_kj_mol_nm']:.0f} kJ/mol/nm"
          + (f"; {summary['refused_above_cap']} refused above {cap:.0f} kJ/mol" if summary["refused_above_cap"] else ""))
+    for name, r in summary["cvs"].items():
+        echo(f"  {name}: {r['min']:.3g} to {r['max']:.3g} {r['unit']} (median {r['median']:.3g})")
     return summary
 
 

@@ -458,6 +458,7 @@ class ActiveLearningLoop:
             "committee_energy_error_on_new": {
                 "mae_kj_mol": _stat(np.mean, nn_error), "max_kj_mol": _stat(np.max, nn_error),
             },
+            "new_labels": _new_label_summary(self.system, data, g),
         }
         _append_log(self.log_path, record)
         error = record["committee_energy_error_on_new"]["mae_kj_mol"]
@@ -536,6 +537,26 @@ def _timed_compute(oracle, positions):
 def _stat(function, values) -> float | None:
     values = np.asarray(values, dtype=float)
     return float(function(values)) if values.size else None
+
+
+def _new_label_summary(system, data: Dataset, generation: int) -> dict:
+    """Where generation ``generation``'s labels lie: their reference energy above the data's
+    lowest (relaxed geometries carry small forces, thermal ones the vibrations a test set is
+    made of) and the range of each collective variable (degrees for dihedrals, nm otherwise)."""
+    new = data.provenance["generation"] == generation
+    if not new.any():
+        return {}
+    above = data.energies[new] - data.energies.min()
+    out = {"energy_above_min_kj_mol": {"median": float(np.median(above)), "max": float(above.max())}}
+    cvs = getattr(system, "collective_variables", {}) or {}
+    if cvs:
+        values = system.compute_cvs(data.positions[new])
+        out["cvs"] = {}
+        for name, cv in cvs.items():
+            v = np.degrees(values[name]) if cv.periodic else values[name]
+            out["cvs"][name] = {"unit": "deg" if cv.periodic else cv.unit, "min": float(v.min()),
+                                "median": float(np.median(v)), "max": float(v.max())}
+    return out
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

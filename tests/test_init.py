@@ -86,6 +86,8 @@ def test_init_md_with_the_reference_force_field(tmp_path):
     np.testing.assert_allclose(data.energies, energies, atol=1e-3)  # the oracle runs on the CPU platform
     # thermal at 300 K: a few tens of kJ/mol above the lowest, far below the cap
     assert 1.0 < summary["energy_above_min_kj_mol"]["median"] < 80.0
+    phi = np.degrees(ala2.compute_cvs(data.positions)["phi"])
+    assert summary["cvs"]["phi"]["unit"] == "deg" and summary["cvs"]["phi"]["min"] == pytest.approx(phi.min())
     assert (tmp_path / "init.h5.init.json").exists()
     with pytest.raises(ValueError, match="exists"):
         run_init(_config(tmp_path, n_frames=6), progress=False, echo=lambda m: None)
