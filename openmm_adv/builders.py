@@ -12,8 +12,8 @@ from .data import Dataset
 from .geometry import GeometryCheck
 from .resources import default_committee_path, default_dataset_path
 from .selection import Selector
-from .systems import get_system
-from .train import CommitteeTrainer, TrainingConfig
+from .systems import get_system, load_system
+from .train import FROM_COMMITTEE, CommitteeTrainer, TrainingConfig
 
 __all__ = [
     "build_system",
@@ -29,7 +29,15 @@ __all__ = [
 
 
 def build_system(config):
-    return get_system(config.name)
+    """The :class:`~openmm_adv.systems.MolecularSystem` of a ``system`` config section."""
+    if config.structure is None:
+        return get_system(config.shipped)
+    try:
+        return load_system(config.structure, name=config.name, forcefield=config.forcefield,
+                           system_xml=config.system_xml, charge=config.charge,
+                           multiplicity=config.multiplicity, cvs=config.cvs)
+    except ValueError as exc:
+        raise ConfigError(str(exc) if str(exc).startswith("system") else f"system: {exc}") from exc
 
 
 def load_data(config: DataConfig, system=None, where: str = "data") -> Dataset:
@@ -38,7 +46,8 @@ def load_data(config: DataConfig, system=None, where: str = "data") -> Dataset:
         if system is not None and system.name in ("double_well", "mueller_brown"):
             return toy_initial_data(system, config.max_frames or 20, config.seed)
         if system is not None and system.name != "alanine_dipeptide":
-            raise ConfigError(f"{where}.path: the shipped default data are alanine dipeptide; give a dataset for {system.name}")
+            raise ConfigError(f"{where}.path: the shipped default data are alanine dipeptide; give a dataset for "
+                              f"{system.name} (make the first one with 'openmm-adv init')")
         path = default_dataset_path()
     else:
         path = Path(config.path)
@@ -77,11 +86,46 @@ def build_oracle(config: OracleConfig, system):
         raise ConfigError(f"oracle: {exc}") from exc
 
 
-def build_trainer(model: ModelConfig, training: TrainingSection, progress: bool = True) -> CommitteeTrainer:
+def build_trainer(model: ModelConfig, training: TrainingSection, progress: bool = True, system=None,
+                  initial_committee: str | Path | None = None, where: str = "model") -> CommitteeTrainer:
+    """The trainer of a ``model`` and ``training`` section.
+
+    ``initial_committee`` (a loop's, a path) decides a null ``model.architecture`` (see
+    :class:`~openmm_adv.config.ModelConfig`) and is the template of ``from_committee`` when
+    ``model.committee`` is not given; ``system`` checks the template's atoms.
+    """
+    from .models import Committee, CommitteeError
+    from .models.own import is_builtin
+
     options = asdict(model)
     architecture = options.pop("architecture")
-    return CommitteeTrainer(architecture=architecture, model_options=options,
-                            config=TrainingConfig(**asdict(training)), progress=progress)
+    template_path = options.pop("committee")
+    if template_path is not None and architecture not in (None, FROM_COMMITTEE):
+        raise ConfigError(f"{where}.committee: only read with architecture {FROM_COMMITTEE} (got {architecture!r})")
+    initial = None
+    if architecture in (None, FROM_COMMITTEE) and template_path is None and initial_committee is not None:
+        initial = Committee.load(initial_committee, system=system)
+    if architecture is None:
+        own = template_path is not None or (initial is not None and not is_builtin(initial))
+        architecture = FROM_COMMITTEE if own else "painn"
+    if architecture != FROM_COMMITTEE:
+        return CommitteeTrainer(architecture=architecture, model_options=options,
+                                config=TrainingConfig(**asdict(training)), progress=progress)
+    if template_path is not None:
+        path = Path(template_path)
+        if not path.is_file():
+            raise ConfigError(f"{where}.committee: {path} does not exist")
+        try:
+            template = Committee.load(path, system=system)
+        except CommitteeError as exc:
+            raise ConfigError(f"{where}.committee: {exc}") from exc
+    elif initial is not None:
+        template = initial
+    else:
+        raise ConfigError(f"{where}.architecture: {FROM_COMMITTEE} trains the architecture of a committee file; "
+                          f"give {where}.committee (or a loop's initial_committee)")
+    options = {"prior": options["prior"], "seed": options["seed"]}
+    return CommitteeTrainer(FROM_COMMITTEE, options, TrainingConfig(**asdict(training)), progress, template)
 
 
 def attack_options(config: AttackConfig, system, progress: bool) -> dict:

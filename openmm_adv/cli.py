@@ -26,6 +26,22 @@ def _load_config(cls, path):
     return parse_section(cls, load_yaml(path))
 
 
+def _init(args) -> int:
+    from .commands import run_init
+    from .config import InitRunConfig
+
+    run_init(_load_config(InitRunConfig, args.config), progress=not args.quiet)
+    return 0
+
+
+def _md(args) -> int:
+    from .commands import run_md
+    from .config import MDRunConfig
+
+    run_md(_load_config(MDRunConfig, args.config), progress=not args.quiet)
+    return 0
+
+
 def _label(args) -> int:
     from .commands import run_label
     from .config import LabelRunConfig
@@ -114,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
         command.set_defaults(func=func)
         return command
 
+    with_config("init", "make the first labelled dataset of a molecule (reference MD, thermal normal-mode "
+                        "displacements, or frames of an existing trajectory)", _init)
+    with_config("md", "run MD on a committee's mean energy, logging its uncertainty and the frames to label", _md)
     with_config("label", "label geometries with a ground-truth oracle and append them to a dataset", _label)
     with_config("train", "train a committee on a dataset and save it as TorchScript", _train)
     with_config("attack", "attack seed geometries with a committee and write the selected candidates", _attack)
@@ -136,13 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="loops run in parallel, one process each (default 1); results do not depend on it")
     compare.set_defaults(func=_compare)
     config = sub.add_parser("config", help="print an example YAML config with every key and its default")
-    config.add_argument("kind", choices=["label", "train", "attack", "loop"])
+    config.add_argument("kind", choices=["init", "md", "label", "train", "attack", "loop"])
     config.set_defaults(func=_config)
     return parser
 
 
 def main(argv=None) -> int:
-    from .loop import LoopBusyError
+    from ._errors import LoopBusyError
 
     args = build_parser().parse_args(argv)
     try:

@@ -29,7 +29,7 @@ from .builders import (
 )
 from .data import Dataset, read_extxyz, write_extxyz
 
-__all__ = ["run_label", "run_train", "run_attack", "run_loop", "run_export", "example_config"]
+__all__ = ["run_init", "run_md", "run_label", "run_train", "run_attack", "run_loop", "run_export", "example_config"]
 
 
 def _read_frames(path: Path, system) -> np.ndarray:
@@ -86,13 +86,274 @@ def run_label(config: cfg.LabelRunConfig, progress: bool = True, echo=print) -> 
     return summary
 
 
+def run_init(config: cfg.InitRunConfig, progress: bool = True, echo=print) -> dict:
+    """The first labelled data of a molecule (see :mod:`openmm_adv.initial_data`), written to a
+    new dataset ``config.output``; returns a summary with the label energies it produced.
+
+    Raises
+    ------
+    ValueError
+        When the output exists (``init`` never appends), the method needs what the system
+        lacks (``md`` without a reference force field, ``import`` without ``input``), or no
+        label survives.
+    """
+    from tqdm.auto import tqdm
+
+    from . import initial_data as init
+
+    output = Path(config.output)
+    if output.exists():
+        raise ValueError(f"{output} exists: init writes a new dataset; remove it, choose another output, or "
+                         f"add frames with 'openmm-adv label'")
+    if not output.parent.exists():
+        raise ValueError(f"the folder of {output} does not exist: create it first")
+    system = build_system(config.system)
+    method = config.method
+    if method == "auto":
+        method = "import" if config.input else ("md" if system.has_reference_potential else "displacements")
+    if method == "md" and not system.has_reference_potential:
+        raise ValueError(f"method md runs the reference force field, which {system.name!r} does not have: use "
+                         f"method: displacements, or give system.forcefield or system.system_xml")
+    if method == "import" and not config.input:
+        raise ValueError("method import needs input: a trajectory, extxyz file or dataset to read frames from")
+    start = time.perf_counter()
+    rng = np.random.default_rng(config.seed)
+    oracle = build_oracle(config.oracle, system)
+    oracle_calls, info = 0, {"method": method}
+    records = None
+    x0 = system.positions
+    if method != "import" and config.minimise:
+        if system.has_reference_potential:
+            x0 = init.minimise_with_reference(system, x0)
+            info["minimised_with"] = "reference force field"
+        else:
+            echo(f"minimising {system.name} with {oracle.name}")
+            x0, calls = init.minimise_with_oracle(oracle, x0)
+            oracle_calls += calls
+            info["minimised_with"] = f"{oracle.name} ({calls} calls)"
+    if method == "md":
+        echo(f"{config.n_frames} frames of {config.temperature:g} K MD with the reference force field "
+             f"(a frame every {config.md.interval} steps of {config.md.timestep_fs:g} fs)")
+        with tqdm(total=config.n_frames, desc="md frames", disable=not progress) as bar:
+            positions = init.reference_md_frames(
+                system, x0, config.n_frames, config.temperature, config.md.interval, config.md.equilibration_steps,
+                config.md.timestep_fs, config.md.friction, config.seed, progress=bar.update)
+    elif method == "displacements":
+        if system.has_reference_potential:
+            hessian = init.numerical_hessian(lambda x: system.reference_energies_forces(x, platform="Reference")[1], x0)
+            info["hessian_from"] = "reference force field"
+        else:
+            echo(f"Hessian of {system.name} from {6 * system.n_atoms} {oracle.name} force calls")
+            hessian = init.numerical_hessian(lambda x: _oracle_forces(oracle, x), x0)
+            oracle_calls += 6 * system.n_atoms
+            info["hessian_from"] = oracle.name
+        positions, modes = init.thermal_displacements(x0, system.masses, hessian, config.n_frames - 1,
+                                                      config.temperature, rng)
+        positions = np.concatenate([x0[None], positions])  # the minimum itself is data too
+        info.update(modes)
+    else:
+        records = _import_frames(Path(config.input), system, config)
+        positions = records.positions if records is not None else _read_frames(Path(config.input), system)
+        info["frames_in_file"] = int(len(positions))
+        if len(positions) > config.n_frames:  # evenly spaced: a trajectory's neighbours are near copies
+            pick = np.linspace(0, len(positions) - 1, config.n_frames).round().astype(int)
+            positions = positions[pick]
+            records = records.subset(pick) if records is not None else None
+    if records is None:
+        echo(f"labelling {len(positions)} frames with {oracle.name} ({config.oracle.workers} worker(s))")
+        labels = oracle.label(positions, n_workers=config.oracle.workers)
+        oracle_calls += len(positions)
+        ok = np.asarray(labels.ok, dtype=bool)
+        info["oracle_failures"] = int((~ok).sum())
+        positions, energies, forces = positions[ok], labels.energies[ok], labels.forces[ok]
+        label_source = oracle.name
+    else:
+        energies, forces, label_source = records.energies, records.forces, "file"
+    if len(energies) == 0:
+        raise ValueError("no frame was labelled: see the oracle's failures above")
+    cap = _label_cap(config.max_label_energy, system)
+    above = energies - energies.min()
+    keep = above <= cap if cap is not None else np.ones(len(above), dtype=bool)
+    dataset = Dataset(system.atomic_numbers)
+    dataset.append(positions[keep], energies[keep], forces[keep], generation=0, sampler=f"init_{method}",
+                   oracle=label_source)
+    dataset.save(output)
+    summary = {**info, "frames": int(len(energies)), "kept": int(keep.sum()), "refused_above_cap": int((~keep).sum()),
+               "max_label_energy_kj_mol": cap, "oracle_calls": oracle_calls,
+               "energy_above_min_kj_mol": {"median": float(np.median(above[keep])), "p95": float(np.percentile(above[keep], 95)),
+                                           "max": float(above[keep].max())},
+               "force_rms_kj_mol_nm": float(np.sqrt(np.mean(forces[keep] ** 2))),
+               "seconds": time.perf_counter() - start, "output": str(output)}
+    from .loop import _new_label_summary
+
+    summary["cvs"] = _new_label_summary(system, dataset, 0).get("cvs", {})
+    _atomic_write_json(Path(str(output) + ".init.json"), {**summary, "config": _plain(config)})
+    e = summary["energy_above_min_kj_mol"]
+    echo(f"wrote {summary['kept']} labelled frames to {output} ({method}; {oracle_calls} oracle calls, "
+         f"{summary['seconds']:.0f} s); energies above the lowest: median {e['median']:.1f}, 95th percentile "
+         f"{e['p95']:.1f}, max {e['max']:.1f} kJ/mol; force RMS {summary['force_rms_kj_mol_nm']:.0f} kJ/mol/nm"
+         + (f"; {summary['refused_above_cap']} refused above {cap:.0f} kJ/mol" if summary["refused_above_cap"] else ""))
+    for name, r in summary["cvs"].items():
+        echo(f"  {name}: {r['min']:.3g} to {r['max']:.3g} {r['unit']} (median {r['median']:.3g})")
+    return summary
+
+
+def _label_cap(value: float | None, system) -> float | None:
+    """The cap on label energies: the configured one, none for ``inf``, else the molecule's default."""
+    from .plausibility import default_max_label_energy
+
+    if value is None:
+        return default_max_label_energy(system.n_atoms)
+    return None if np.isinf(value) else float(value)
+
+
+def _atomic_write_json(path: Path, payload: dict) -> None:
+    from .loop import _atomic_write_text
+
+    _atomic_write_text(path, json.dumps(payload, indent=1, default=str) + "\n")
+
+
+def _oracle_forces(oracle, positions: np.ndarray) -> np.ndarray:
+    labels = oracle.compute(positions)
+    if not np.all(labels.ok):
+        raise ValueError(f"the oracle failed on a displaced geometry of the Hessian: {labels.failures()[0][1]}")
+    return labels.forces
+
+
+def _import_frames(path: Path, system, config) -> Dataset | None:
+    """Labelled records from ``path`` when it carries labels and they are wanted, else None."""
+    if not config.use_file_labels or not path.exists():
+        return None
+    if path.suffix in (".h5", ".hdf5"):
+        try:
+            data = Dataset.load(path)
+        except ValueError:
+            return None
+    elif path.suffix in (".xyz", ".extxyz"):
+        numbers, positions, energies, forces = read_extxyz(path)
+        if energies is None or forces is None:
+            return None
+        data = Dataset(numbers)
+        data.append(positions, energies, forces, generation=0, sampler="import", oracle="file")
+    else:
+        return None
+    if not np.array_equal(data.atomic_numbers, system.atomic_numbers):
+        raise ValueError(f"{path}: its atoms do not match system {system.name} ({data.n_atoms} vs {system.n_atoms} atoms)")
+    return data
+
+
+def run_md(config: cfg.MDRunConfig, progress: bool = True, echo=print) -> dict:
+    """Langevin MD on the committee mean (an ordinary ``app.Simulation``) with the uncertainty
+    logged along the run; see :class:`openmm_adv.config.MDRunConfig`. Writes
+    ``trajectory.dcd``, ``state.csv``, ``uncertainty.csv``, ``to_label.extxyz`` (flagged frames)
+    and ``summary.json`` to ``config.output``; returns the summary.
+    """
+    import openmm
+    from openmm import app, unit
+    from tqdm.auto import tqdm
+
+    from .forces import mean_energy_force, set_velocities_to_temperature
+    from .geometry import GeometryCheck
+    from .models import Committee
+    from .reporter import UncertaintyLimitExceeded, UncertaintyReporter
+
+    configure_threads(config.threads)
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+    system = build_system(config.system)
+    committee = Committee.load(committee_path(config.committee), system=system)
+    start = system.positions if config.start is None else _read_frames(Path(config.start), system)[-1]
+    x0 = system.check_positions(start, "start")[0]
+
+    omm = openmm.System()
+    for mass in system.masses:
+        omm.addParticle(float(mass))
+    omm.addForce(mean_energy_force(committee))
+    integrator = openmm.LangevinMiddleIntegrator(config.temperature * unit.kelvin, config.friction / unit.picosecond,
+                                                 config.timestep_fs * unit.femtosecond)
+    integrator.setRandomNumberSeed(config.seed + 1)
+    platform = openmm.Platform.getPlatformByName(config.platform)
+    simulation = app.Simulation(system.topology, omm, integrator, platform)
+    simulation.context.setPositions(x0)
+    set_velocities_to_temperature(simulation.context, config.temperature, seed=config.seed + 1)
+    interval = config.report_interval
+    simulation.reporters.append(app.DCDReporter(str(out / "trajectory.dcd"), interval))
+    simulation.reporters.append(app.StateDataReporter(
+        str(out / "state.csv"), interval, step=True, time=True, potentialEnergy=True, kineticEnergy=True,
+        temperature=True, speed=True))
+    check = _BrokenMoleculeStop(GeometryCheck.for_system(system), interval)
+    simulation.reporters.append(check)
+    uncertainty = UncertaintyReporter(
+        committee, interval, str(out / "uncertainty.csv"), threshold=config.threshold, percentile=config.percentile,
+        training_data=config.training_data, metric=config.metric, stop_after=config.stop_after,
+        frames=str(out / "to_label.extxyz") if config.threshold is not None or config.percentile is not None else None)
+    simulation.reporters.append(uncertainty)  # last, so the others report the step it may stop at
+
+    echo(f"{config.n_steps} steps of {config.timestep_fs:g} fs at {config.temperature:g} K on the committee mean "
+         f"({committee.n_members} members, {config.platform})")
+    started, stopped, blew_up = time.perf_counter(), None, False
+    chunk = max(interval, min(10 * interval, config.n_steps))
+    with tqdm(total=config.n_steps, desc="md", unit="step", disable=not progress) as bar:
+        while simulation.currentStep < config.n_steps:
+            steps = min(chunk, config.n_steps - simulation.currentStep)
+            try:
+                simulation.step(steps)
+            except (UncertaintyLimitExceeded, _MoleculeBroken) as exc:
+                stopped = str(exc)
+                break
+            except openmm.OpenMMException as exc:  # NaN positions: the committee blew the molecule up
+                stopped, blew_up = f"OpenMM stopped near step {simulation.currentStep}: {exc}", True
+                break
+            bar.update(steps)
+    uncertainty.close()
+    steps_run = int(simulation.currentStep)
+    summary = {"steps": steps_run, "time_ps": steps_run * config.timestep_fs * 1e-3, "stopped": stopped,
+               "stable": check.failure is None and not blew_up,
+               "broken_at": check.failure, "flagged_frames": int(uncertainty.n_flagged),
+               "uncertainty_threshold": uncertainty.threshold, "seconds": time.perf_counter() - started,
+               "ns_per_day": steps_run * config.timestep_fs * 1e-6 / max(time.perf_counter() - started, 1e-9) * 86400}
+    _atomic_write_json(out / "summary.json", {**summary, "config": _plain(config)})
+    echo(f"{summary['time_ps']:.3g} ps in {summary['seconds']:.0f} s ({summary['ns_per_day']:.2f} ns/day); "
+         + (f"stopped: {stopped}" if stopped else "the molecule stayed whole")
+         + f"; {summary['flagged_frames']} frames flagged for labelling; wrote {out}")
+    return summary
+
+
+class _MoleculeBroken(RuntimeError):
+    pass
+
+
+class _BrokenMoleculeStop:
+    """An OpenMM reporter that stops the run at the first broken bond or clash."""
+
+    def __init__(self, check, interval: int):
+        self.check, self.interval, self.failure = check, int(interval), None
+
+    def describeNextReport(self, simulation):
+        steps = self.interval - simulation.currentStep % self.interval
+        return {"steps": steps, "periodic": False, "include": ["positions"]}
+
+    def report(self, simulation, state):
+        from openmm import unit
+
+        x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)[None]
+        ok, reasons = self.check(np.asarray(x))
+        if not ok[0]:
+            self.failure = {"step": int(simulation.currentStep), "reason": reasons[0]}
+            raise _MoleculeBroken(f"the molecule broke at step {simulation.currentStep}: {reasons[0]}")
+
+
 def run_train(config: cfg.TrainRunConfig, progress: bool = True, echo=print) -> dict:
     """Train a committee on ``config.data`` and save it (TorchScript + metadata) to ``config.output``."""
     configure_threads(config.threads)
     system = build_system(config.system)
     data = load_data(config.data, system)
-    trainer = build_trainer(config.model, config.training, progress=progress)
-    echo(f"training a {config.model.n_members}-member {config.model.architecture} committee on {len(data)} structures")
+    trainer = build_trainer(config.model, config.training, progress=progress, system=system)
+    if trainer.template is not None:
+        described = f"{trainer.template.n_members}-member copy of {config.model.committee}"
+    else:
+        described = f"{config.model.n_members}-member {trainer.architecture}"
+    echo(f"training a {described} committee on {len(data)} structures")
     committee, report = trainer.train(data, seed=config.seed, bonds=system.bonds)
     path = committee.save(config.output)
     summary = report.summary()
@@ -148,26 +409,34 @@ def run_loop(config: cfg.LoopRunConfig, run_dir: str | Path, progress: bool = Tr
 
     configure_threads(config.loop.threads)
     system = build_system(config.system)
+    initial_committee = committee_path(config.initial_committee)
+    trainer = build_trainer(config.model, config.training, progress=progress, system=system,
+                            initial_committee=initial_committee)
     settings = asdict(config)
     # Growing the number of generations is how a finished run is extended, so it is not part
     # of the settings a resume must match.
     settings["loop"].pop("generations")
+    # The resolved architecture (a null one means painn or the initial committee's), so runs
+    # made before it could be null resume; a template is stored by what identifies it.
+    settings["model"]["architecture"] = trainer.architecture
+    if trainer.template is not None:
+        settings["model_template"] = trainer.describe()["template"]
     loop = ActiveLearningLoop(
         system=system,
         oracle=build_oracle(config.oracle, system),
         samplers=build_samplers(config.samplers, system, progress=progress),
         selector=build_selector(config.selection, system),
-        trainer=build_trainer(config.model, config.training, progress=progress),
+        trainer=trainer,
         initial_data=load_data(config.initial_data, system, where="initial_data"),
         run_dir=run_dir,
         n_generations=config.loop.generations,
         seeds_per_generation=config.loop.seeds,
         seed=config.loop.seed,
         metric=next(iter(config.samplers.values())).metric,
-        initial_committee=committee_path(config.initial_committee),
+        initial_committee=initial_committee,
         label_workers=config.oracle.workers,
         final_training=config.loop.final_training,
-        max_label_energy=config.loop.max_label_energy,
+        max_label_energy=_label_cap(config.loop.max_label_energy, system),
         progress=progress,
         settings=settings,
         echo=echo,
@@ -196,12 +465,14 @@ def run_export(source: str | Path, output: str | Path, generation: int | None = 
 
 
 _EXAMPLE_REQUIRED = {
+    "init": {"output": "initial_data.h5"},
+    "md": {"output": "md_output"},
     "label": {"input": "frames.extxyz", "output": "labelled.h5"},
     "train": {"output": "committee.pt"},
     "attack": {"output": "candidates.extxyz"},
     "loop": {},
 }
-_EXAMPLE_CLASSES = {"label": cfg.LabelRunConfig, "train": cfg.TrainRunConfig, "attack": cfg.AttackRunConfig,
+_EXAMPLE_CLASSES = {"init": cfg.InitRunConfig, "md": cfg.MDRunConfig, "label": cfg.LabelRunConfig, "train": cfg.TrainRunConfig, "attack": cfg.AttackRunConfig,
                     "loop": cfg.LoopRunConfig}
 
 
@@ -209,8 +480,10 @@ def example_config(kind: str) -> str:
     """A YAML config for command ``kind`` with every key at its default."""
     cls = _EXAMPLE_CLASSES[kind]
     instance = cls(**_EXAMPLE_REQUIRED[kind])
-    header = f"# openmm-adv {kind} config: every key with its default. Units: nm, kJ/mol, ps.\n"
-    return header + yaml.safe_dump(_plain(instance), sort_keys=False)
+    from .config_docs import commented_yaml
+
+    header = f"# openmm-adv {kind} config: every key with its default and what it does. Units: nm, kJ/mol, ps, K.\n"
+    return header + commented_yaml(instance) + "\n"
 
 
 def _plain(obj):

@@ -31,6 +31,8 @@ __all__ = [
     "LoopConfig",
     "LoopRunConfig",
     "LabelRunConfig",
+    "InitRunConfig",
+    "MDRunConfig",
     "TrainRunConfig",
     "AttackRunConfig",
 ]
@@ -180,10 +182,40 @@ def load_yaml(path: str | Path) -> dict:
 # ---------------------------------------------------------------------------- sections
 @dataclass
 class SystemConfig:
-    """Which molecular system: ``alanine_dipeptide``, ``double_well``, ``mueller_brown``, ``ammonia``."""
+    """The molecule: a shipped one by ``name`` (``alanine_dipeptide``, ``ammonia``,
+    ``double_well``, ``mueller_brown``), or your own from files: ``structure`` (PDB, PDBx/mmCIF,
+    xyz/extxyz, or what mdtraj reads), its reference potential as OpenMM force-field XMLs
+    (``forcefield``) or a serialized System (``system_xml``), or none (label with xtb or ase);
+    ``charge`` and ``multiplicity`` for quantum oracles; ``cvs``: ``name: {dihedral: [a, b, c, d]}``,
+    ``{distance: [a, b]}`` or ``{coordinate: a, axis: x}``, atoms as 0-based indices or mdtraj
+    selections that match one atom each. Relative paths are read from the working directory."""
 
-    name: str = field(default="alanine_dipeptide",
-                      **_limits(choices=("alanine_dipeptide", "double_well", "mueller_brown", "ammonia")))
+    name: Optional[str] = None
+    structure: Optional[str] = None
+    forcefield: Optional[list[str]] = None
+    system_xml: Optional[str] = None
+    charge: Optional[int] = None
+    multiplicity: Optional[int] = field(default=None, **_limits(ge=1))
+    cvs: Optional[dict] = None
+
+    def __post_init__(self):
+        if self.structure is None:
+            if self.forcefield or self.system_xml or self.cvs:
+                raise ConfigError("system: forcefield, system_xml and cvs describe your own files: give "
+                                  "system.structure too")
+            # the shipped definitions, listed without importing OpenMM (config stays light)
+            shipped = sorted(p.stem for p in (Path(__file__).parent / "systems" / "data").glob("*.yaml"))
+            if self.shipped not in shipped:
+                raise ConfigError(f"system.name: {self.shipped!r} is not a shipped system ({', '.join(shipped)}); "
+                                  f"for your own molecule give system.structure (and forcefield or system_xml)")
+        elif self.forcefield and self.system_xml:
+            raise ConfigError("system: give either forcefield or system_xml, not both")
+
+    @property
+    def shipped(self) -> str | None:
+        """The shipped system this section names (alanine dipeptide when it names nothing), or
+        None for a system from files."""
+        return (self.name or "alanine_dipeptide") if self.structure is None else None
 
 
 @dataclass
@@ -211,13 +243,20 @@ class OracleConfig:
 @dataclass
 class ModelConfig:
     """The committee architecture: ``painn`` (equivariant, the default for molecules),
-    ``schnet`` (the invariant first design) or ``mlp`` (2D toys). Unset (null) sizes take the
-    architecture's own defaults (:class:`openmm_adv.models.StackedPaiNN`, ``StackedSchNet``,
-    ``StackedMLP``); ``cutoff`` in nm; ``neighbor_list`` (painn): ``auto``, ``all_pairs`` or
-    ``cutoff``; ``prior``: ``bonded`` (harmonic bonds and angles fitted to the training forces,
-    the members learn the rest) or ``none``; null: ``bonded`` for painn, ``none`` otherwise."""
+    ``schnet`` (the invariant first design), ``mlp`` (2D toys) or ``from_committee`` (the
+    architecture of a committee file: your own models, see :meth:`CommitteeTrainer.from_committee`;
+    ``committee`` names the file, default the loop's ``initial_committee``; its sizes and member
+    count are its own, so the size keys are not read). Null: ``from_committee`` when
+    ``committee`` is given or the ``initial_committee`` is not one of the built-in
+    architectures, else ``painn``. Unset (null) sizes take the architecture's own defaults
+    (:class:`openmm_adv.models.StackedPaiNN`, ``StackedSchNet``, ``StackedMLP``); ``cutoff`` in
+    nm; ``neighbor_list`` (painn): ``auto``, ``all_pairs`` or ``cutoff``; ``prior``:
+    ``bonded`` (harmonic bonds and angles fitted to the training forces, the members learn the
+    rest) or ``none``; null: ``bonded`` for painn, ``none`` otherwise (``from_committee`` then
+    keeps the committee's own prior)."""
 
-    architecture: str = field(default="painn", **_limits(choices=("painn", "schnet", "mlp")))
+    architecture: Optional[str] = field(default=None, **_limits(choices=("painn", "schnet", "mlp", "from_committee")))
+    committee: Optional[str] = None
     n_members: int = field(default=5, **_limits(ge=2))
     n_features: Optional[int] = field(default=None, **_limits(ge=1))
     n_rbf: Optional[int] = field(default=None, **_limits(ge=1))
@@ -227,6 +266,11 @@ class ModelConfig:
     hidden: Optional[int] = field(default=None, **_limits(ge=1))
     prior: Optional[str] = field(default=None, **_limits(choices=("bonded", "none")))
     seed: int = 0
+
+    def check(self, where: str) -> None:
+        if self.committee is not None and self.architecture not in (None, "from_committee"):
+            raise ConfigError(f"{_join(where, 'committee')}: only read with architecture from_committee "
+                              f"(got architecture {self.architecture!r}); drop one of the two")
 
 
 @dataclass
@@ -294,7 +338,8 @@ class TorsionAttackConfig:
     ``-novelty_weight * log(S + exp(-novelty_cap))`` of the labelled data's CV kernel sum
     (bandwidth in radians) to the objective, and ``spread`` counts the other replicas of the
     batch as labelled; ``seeds: frontier`` starts from the labelled frames where the kernel
-    density at ``frontier_bandwidth`` (none: ``novelty_bandwidth``) is lowest;
+    density at ``frontier_bandwidth`` (none: ``novelty_bandwidth``) is lowest; ``jitter`` > 0
+    (nm) displaces every found geometry by that Gaussian noise per coordinate;
     ``refine_steps`` Cartesian attack steps at ``refine_kT`` (kJ/mol) follow; atoms three or more
     bonds apart closer than ``clash_factor`` times their van der Waals radii are a clash."""
 
@@ -313,6 +358,7 @@ class TorsionAttackConfig:
     spread: bool = False
     seeds: str = field(default="uniform", **_limits(choices=("uniform", "frontier")))
     frontier_bandwidth: Optional[float] = field(default=None, **_limits(gt=0.0))
+    jitter: float = field(default=0.0, **_limits(ge=0.0))
     refine_steps: int = field(default=40, **_limits(ge=0))
     refine_kT: float = field(default=2.5, **_limits(gt=0.0))
     refine_step_size: float = field(default=0.001, **_limits(gt=0.0))
@@ -429,7 +475,9 @@ class SelectionConfig:
 class LoopConfig:
     """Loop control: ``generations`` sample-label rounds, ``seeds`` seed geometries drawn from
     the dataset per generation, ``seed`` for every random choice, ``threads`` for torch;
-    ``max_label_energy`` (kJ/mol above the dataset's lowest energy) rejects absurd labels."""
+    ``max_label_energy`` (kJ/mol above the dataset's lowest energy) rejects absurd labels
+    (null: the molecule's default, :func:`openmm_adv.plausibility.default_max_label_energy`;
+    ``.inf`` turns it off)."""
 
     generations: int = field(default=3, **_limits(ge=1))
     seeds: int = field(default=16, **_limits(ge=1))
@@ -489,6 +537,76 @@ class LabelRunConfig:
     oracle: OracleConfig = field(default_factory=OracleConfig)
     sampler: str = "import"
     generation: int = field(default=0, **_limits(ge=0))
+
+
+@dataclass
+class InitMDConfig:
+    """Reference-force-field MD of ``openmm-adv init``: ``equilibration_steps``, then a frame
+    every ``interval`` steps of ``timestep_fs`` (no constraints: keep it at 0.5 fs or less for
+    hydrogens), Langevin ``friction`` in 1/ps."""
+
+    timestep_fs: float = field(default=0.5, **_limits(gt=0.0, le=4.0))
+    interval: int = field(default=200, **_limits(ge=1))
+    equilibration_steps: int = field(default=2000, **_limits(ge=0))
+    friction: float = field(default=1.0, **_limits(gt=0.0))
+
+
+@dataclass
+class InitRunConfig:
+    """``openmm-adv init``: the first labelled data of a molecule, written to ``output`` (a new
+    HDF5 dataset). ``method``: ``md`` (reference force field MD), ``displacements`` (harmonic
+    normal-mode sampling at ``temperature``), ``import`` (frames of ``input``, with their labels
+    when the file has them and ``use_file_labels``), or ``auto`` (import when ``input`` is
+    given, else md where the system has a reference force field, else displacements).
+    ``minimise`` first relaxes the structure (reference force field, else the oracle).
+    ``max_label_energy`` (kJ/mol above the lowest label; null: the molecule's default, see
+    :func:`openmm_adv.plausibility.default_max_label_energy`) refuses implausible labels."""
+
+    output: str
+    system: SystemConfig = field(default_factory=SystemConfig)
+    oracle: OracleConfig = field(default_factory=OracleConfig)
+    method: str = field(default="auto", **_limits(choices=("auto", "md", "displacements", "import")))
+    n_frames: int = field(default=100, **_limits(ge=1))
+    temperature: float = field(default=300.0, **_limits(gt=0.0))
+    minimise: bool = True
+    md: InitMDConfig = field(default_factory=InitMDConfig)
+    input: Optional[str] = None
+    use_file_labels: bool = True
+    max_label_energy: Optional[float] = field(default=None, **_limits(gt=0.0))
+    seed: int = 0
+
+
+@dataclass
+class MDRunConfig:
+    """``openmm-adv md``: Langevin MD on a committee's mean energy in an ``app.Simulation``,
+    writing the trajectory (DCD), the state log, the committee uncertainty along the run and
+    the frames above ``threshold`` (or the ``percentile`` of ``training_data``'s uncertainties)
+    to ``output``; it stops where a bond breaks or atoms clash."""
+
+    output: str
+    committee: str = "default"
+    system: SystemConfig = field(default_factory=SystemConfig)
+    start: Optional[str] = None
+    temperature: float = field(default=300.0, **_limits(gt=0.0))
+    timestep_fs: float = field(default=0.5, **_limits(gt=0.0, le=4.0))
+    n_steps: int = field(default=2000, **_limits(ge=1))
+    report_interval: int = field(default=100, **_limits(ge=1))
+    friction: float = field(default=1.0, **_limits(gt=0.0))
+    platform: str = field(default="CPU", **_limits(choices=("Reference", "CPU", "CUDA")))
+    metric: str = field(default="force_variance", **_limits(choices=_METRICS))
+    threshold: Optional[float] = field(default=None, **_limits(ge=0.0))
+    percentile: Optional[float] = field(default=None, **_limits(ge=0.0, le=100.0))
+    training_data: Optional[str] = None
+    stop_after: Optional[int] = field(default=None, **_limits(ge=1))
+    seed: int = 0
+    threads: Optional[int] = field(default=None, **_limits(ge=1))
+
+    def check(self, where: str) -> None:
+        if self.percentile is not None and self.threshold is not None:
+            raise ConfigError(f"{_join(where, 'percentile')}: give either threshold or percentile, not both")
+        if self.percentile is not None and self.training_data is None:
+            raise ConfigError(f"{_join(where, 'training_data')}: percentile needs the committee's training data "
+                              f"(a dataset .h5) to compute the training set's uncertainties")
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-__all__ = ["Dataset", "write_extxyz", "read_extxyz"]
+__all__ = ["Dataset", "write_extxyz", "format_extxyz", "read_extxyz"]
 
 _SYMBOLS = {1: "H", 6: "C", 7: "N", 8: "O", 9: "F", 15: "P", 16: "S", 17: "Cl"}
 _PROVENANCE = {
@@ -264,28 +264,38 @@ def write_extxyz(path: str | Path, atomic_numbers, positions, energies=None, for
 
     Parameters are in OpenMM units (nm, kJ/mol, kJ/mol/nm) and converted here.
     """
-    kj_per_ev = 96.48533212331
     path = Path(path)
+    with open(path, "w") as handle:
+        handle.write(format_extxyz(atomic_numbers, positions, energies, forces, info))
+    return path
+
+
+def format_extxyz(atomic_numbers, positions, energies=None, forces=None, info=None) -> str:
+    """The text :func:`write_extxyz` writes, for callers that append frames to an open file.
+
+    ``info`` maps a key to one value per frame (written as ``key=value`` in the frame's header).
+    """
+    kj_per_ev = 96.48533212331
     z = np.asarray(atomic_numbers)
     xyz = np.asarray(positions).reshape(-1, len(z), 3) * 10.0
-    with open(path, "w") as handle:
-        for k, frame in enumerate(xyz):
-            props = "species:S:1:pos:R:3"
+    lines = []
+    for k, frame in enumerate(xyz):
+        props = "species:S:1:pos:R:3"
+        if forces is not None:
+            props += ":forces:R:3"
+        header = [f'Properties={props}', 'pbc="F F F"']
+        if energies is not None:
+            header.append(f"energy={energies[k] / kj_per_ev:.10f}")
+        for key, values in (info or {}).items():
+            header.append(f"{key}={values[k]}")
+        lines.append(f"{len(z)}\n{' '.join(header)}\n")
+        for i, atom in enumerate(frame):
+            line = f"{_SYMBOLS.get(int(z[i]), 'X'):2s} {atom[0]:16.10f} {atom[1]:16.10f} {atom[2]:16.10f}"
             if forces is not None:
-                props += ":forces:R:3"
-            header = [f'Properties={props}', 'pbc="F F F"']
-            if energies is not None:
-                header.append(f"energy={energies[k] / kj_per_ev:.10f}")
-            for key, values in (info or {}).items():
-                header.append(f"{key}={values[k]}")
-            handle.write(f"{len(z)}\n{' '.join(header)}\n")
-            for i, atom in enumerate(frame):
-                line = f"{_SYMBOLS.get(int(z[i]), 'X'):2s} {atom[0]:16.10f} {atom[1]:16.10f} {atom[2]:16.10f}"
-                if forces is not None:
-                    fi = np.asarray(forces)[k, i] / kj_per_ev / 10.0
-                    line += f" {fi[0]:16.10f} {fi[1]:16.10f} {fi[2]:16.10f}"
-                handle.write(line + "\n")
-    return path
+                fi = np.asarray(forces)[k, i] / kj_per_ev / 10.0
+                line += f" {fi[0]:16.10f} {fi[1]:16.10f} {fi[2]:16.10f}"
+            lines.append(line + "\n")
+    return "".join(lines)
 
 
 def read_extxyz(path: str | Path):

@@ -14,6 +14,7 @@ TorchScripted, slower).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Tuple
 
 import numpy as np
@@ -26,6 +27,7 @@ from ._torch import require_openmmtorch
 from .models.committee import Committee
 from .models.uncertainty import check_metric, uncertainty
 from .units import thermal_energy
+from .velocities import set_velocities_to_temperature
 
 __all__ = [
     "adversarial_force",
@@ -35,9 +37,29 @@ __all__ = [
     "MeanEnergyModule",
     "UncertaintyModule",
     "objective_normalisation",
+    "set_velocities_to_temperature",
+    "UncertaintyForceWarning",
 ]
 
 OBJECTIVES = ("log", "linear")
+
+
+class UncertaintyForceWarning(UserWarning):
+    """The uncertainty force heats the system through ``Context.setVelocitiesToTemperature``."""
+
+
+_UNCERTAINTY_FORCE_WARNING = (
+    "the uncertainty force's energy is the committee uncertainty, not a physical energy. In a Context whose "
+    "integrator's velocities lag by half a step (LangevinMiddleIntegrator, VerletIntegrator), "
+    "context.setVelocitiesToTemperature shifts the velocities with the forces of EVERY force group, this one "
+    "included even when the integrator leaves its group out, and heats the system where the committee is unsure "
+    "(alanine dipeptide, 300 K, 2 fs: 290 kJ/mol of kinetic energy instead of 82 in the C7ax minimum, 3.5e4 at a "
+    "strained geometry). To monitor it, put it in its own force group, leave that group out with "
+    "integrator.setIntegrationForceGroups({0}), and set velocities with "
+    "openmm_adv.forces.set_velocities_to_temperature(context, T), which shifts them with the integrated groups "
+    "only (or set them before this force is added); to log the uncertainty during MD, openmm_adv.reporter.UncertaintyReporter "
+    "needs no force at all. (As the collective variable of a bias, e.g. app.Metadynamics, it is safe.)"
+)
 
 
 class _Replicas(nn.Module):
@@ -228,7 +250,16 @@ def uncertainty_force(
 
     Use it as a collective variable: ``CustomCVForce`` / ``openmm.app.BiasVariable``.
     ``metric`` is one of ``force_variance``, ``max_force_deviation``, ``energy_std``.
+
+    Warns
+    -----
+    UncertaintyForceWarning
+        Always: in a Context with a leapfrog integrator, ``Context.setVelocitiesToTemperature``
+        shifts the velocities with this force's gradient, whatever its force group, and heats
+        the system. Use :func:`set_velocities_to_temperature` instead, or
+        :class:`~openmm_adv.reporter.UncertaintyReporter` to monitor MD without a force.
     """
+    warnings.warn(_UNCERTAINTY_FORCE_WARNING, UncertaintyForceWarning, stacklevel=2)
     module = UncertaintyModule(committee.potential, n_replicas, metric, scale)
     return _build(module, committee, backend, force_group, use_cuda_graphs)
 

@@ -16,6 +16,7 @@ so a run killed at any point resumes with no label lost and none computed twice:
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import io
 import json
@@ -30,20 +31,17 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._errors import first_line
+from ._errors import LoopBusyError, first_line
 from .data import Dataset
 from .models.committee import Committee
+from .models.own import is_builtin
 from .samplers.candidates import Candidates
 from .selection import Selector
-from .train import CommitteeTrainer
+from .train import FROM_COMMITTEE, CommitteeTrainer
 
 __all__ = ["ActiveLearningLoop", "LoopBusyError", "LoopInterrupted", "read_log"]
 
 _FORMAT = "openmm-adv-loop/1"
-
-
-class LoopBusyError(RuntimeError):
-    """Another process is running a loop in the same run folder."""
 
 
 class LoopInterrupted(RuntimeError):
@@ -64,7 +62,10 @@ class ActiveLearningLoop:
     selector : Selector
     trainer : CommitteeTrainer
         Trains each generation's committee: from scratch, or by fine-tuning the previous
-        generation's committee when its config sets ``warm_start_epochs``.
+        generation's committee when its config sets ``warm_start_epochs``. A trainer with
+        architecture ``from_committee`` and no template trains copies of ``initial_committee``
+        (your own architecture stays yours in every generation; see :class:`CommitteeTrainer`
+        for what "from scratch" means then).
     initial_data : Dataset
         Labelled structures the first committee is trained on; copied into the run folder.
     run_dir : path
@@ -76,7 +77,10 @@ class ActiveLearningLoop:
     metric : str
         Uncertainty metric the selector works with (candidates are re-scored with it).
     initial_committee : Committee or path, optional
-        Use this committee for generation 1 instead of training one on ``initial_data``.
+        Use this committee for generation 1 instead of training one on ``initial_data``. Later
+        generations train the trainer's architecture: give
+        ``CommitteeTrainer.from_committee(...)`` (or architecture ``from_committee``) to keep
+        this committee's.
     label_workers : int
         Processes labelling in parallel (``1``: in this process).
     final_training : bool
@@ -129,7 +133,8 @@ class ActiveLearningLoop:
         self.oracle = oracle
         self.samplers = list(samplers)
         self.selector = selector
-        self.trainer = trainer
+        self.echo = echo or (lambda message: None)
+        self.trainer = self._trainer_for(trainer, initial_committee)
         self.initial_data = initial_data
         self.run_dir = Path(run_dir)
         self.n_generations = int(n_generations)
@@ -144,10 +149,28 @@ class ActiveLearningLoop:
         self.max_label_energy = None if max_label_energy is None else float(max_label_energy)
         self.progress = progress
         self.settings = settings if settings is not None else self._default_settings()
-        self.echo = echo or (lambda message: None)
         self.oracle_calls_this_session = 0
         # Called after every checkpoint with (event, generation); tests raise LoopInterrupted here.
         self.checkpoint_hook: Callable[[str, int], None] | None = None
+
+    def _trainer_for(self, trainer: CommitteeTrainer, initial_committee) -> CommitteeTrainer:
+        """The trainer, given the initial committee as its template when it trains
+        ``from_committee`` without one."""
+        needs_template = trainer.architecture == FROM_COMMITTEE and trainer.template is None
+        if initial_committee is None:
+            if needs_template:
+                raise ValueError(f"the trainer's architecture is {FROM_COMMITTEE!r} but it has no template and the "
+                                 "loop no initial_committee to take it from; give one of them")
+            return trainer
+        initial = (initial_committee if isinstance(initial_committee, Committee)
+                   else Committee.load(initial_committee, system=self.system))
+        if needs_template:
+            return dataclasses.replace(trainer, template=initial)
+        if trainer.architecture != FROM_COMMITTEE and not is_builtin(initial):
+            self.echo(f"note: generation 1 uses the initial committee ({initial.metadata.get('architecture', 'custom')}) "
+                      f"but later generations train {trainer.architecture} members; to keep its architecture, use "
+                      f"CommitteeTrainer.from_committee (model.architecture: {FROM_COMMITTEE})")
+        return trainer
 
     # ------------------------------------------------------------------ paths and bookkeeping
     @property
@@ -180,7 +203,7 @@ class ActiveLearningLoop:
         return {
             "system": self.system.name, "oracle": getattr(self.oracle, "name", type(self.oracle).__name__),
             "samplers": [describe(s) for s in self.samplers], "selector": selector,
-            "trainer": {"architecture": self.trainer.architecture, "model": describe(self.trainer.model_options),
+            "trainer": {**self.trainer.describe(), "model": describe(self.trainer.model_options),
                         "training": describe(self.trainer.config)},
             "seeds_per_generation": self.seeds_per_generation, "seed": self.seed, "metric": self.metric,
             "initial_committee": None if self.initial_committee is None else str(self.initial_committee),
@@ -268,6 +291,8 @@ class ActiveLearningLoop:
                 committee.save(path)
                 info = {"source": "fine-tuned" if previous is not None else "trained", "metrics": report.summary(),
                         "n_structures": len(data)}
+                if "initial_weights" in committee.metadata:  # from_committee: reinitialised or the template's
+                    info["initial_weights"] = committee.metadata["initial_weights"]
             info["seconds"] = time.perf_counter() - start
             _atomic_write_text(info_path, json.dumps(info, indent=1) + "\n")
             self._checkpoint("trained", g)
@@ -433,6 +458,7 @@ class ActiveLearningLoop:
             "committee_energy_error_on_new": {
                 "mae_kj_mol": _stat(np.mean, nn_error), "max_kj_mol": _stat(np.max, nn_error),
             },
+            "new_labels": _new_label_summary(self.system, data, g),
         }
         _append_log(self.log_path, record)
         error = record["committee_energy_error_on_new"]["mae_kj_mol"]
@@ -511,6 +537,26 @@ def _timed_compute(oracle, positions):
 def _stat(function, values) -> float | None:
     values = np.asarray(values, dtype=float)
     return float(function(values)) if values.size else None
+
+
+def _new_label_summary(system, data: Dataset, generation: int) -> dict:
+    """Where generation ``generation``'s labels lie: their reference energy above the data's
+    lowest (relaxed geometries carry small forces, thermal ones the vibrations a test set is
+    made of) and the range of each collective variable (degrees for dihedrals, nm otherwise)."""
+    new = data.provenance["generation"] == generation
+    if not new.any():
+        return {}
+    above = data.energies[new] - data.energies.min()
+    out = {"energy_above_min_kj_mol": {"median": float(np.median(above)), "max": float(above.max())}}
+    cvs = getattr(system, "collective_variables", {}) or {}
+    if cvs:
+        values = system.compute_cvs(data.positions[new])
+        out["cvs"] = {}
+        for name, cv in cvs.items():
+            v = np.degrees(values[name]) if cv.periodic else values[name]
+            out["cvs"][name] = {"unit": "deg" if cv.periodic else cv.unit, "min": float(v.min()),
+                                "median": float(np.median(v)), "max": float(v.max())}
+    return out
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

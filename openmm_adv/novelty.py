@@ -23,7 +23,6 @@ from typing import Sequence
 
 import numpy as np
 
-from .torsions import dihedral_gradient
 
 __all__ = ["CVDensity", "frontier_indices"]
 
@@ -39,7 +38,7 @@ class CVDensity:
         CV values of the labelled data (radians / nm).
     bandwidth : float or sequence of float
         Kernel width per CV: radians for dihedrals (default 0.35, 20 degrees: about one
-        10-degree bin either side), nm for coordinates.
+        10-degree bin either side), nm for distances and coordinates.
     cap : float
         Largest novelty, reached about ``sqrt(2 cap)`` bandwidths from the nearest labelled
         point (``inf``: unbounded).
@@ -57,7 +56,7 @@ class CVDensity:
         if not cap > 0:
             raise ValueError(f"the novelty cap must be positive, got {cap}")
         self.cap = float(cap)
-        self.periodic = np.array([cv.kind == "dihedral" for cv in self.cvs])
+        self.periodic = np.array([cv.periodic for cv in self.cvs])
 
     @classmethod
     def from_positions(cls, system, positions, cv_names=None, bandwidth=0.35, cap: float = float("inf")) -> "CVDensity":
@@ -81,15 +80,9 @@ class CVDensity:
         return self._values_and_gradients(np.asarray(positions, dtype=np.float64))[0]
 
     def _values_and_gradients(self, x: np.ndarray):
-        """CV values ``[B, C]`` and, per dihedral CV, its Cartesian gradient (one evaluation each)."""
-        values, gradients = [], {}
-        for c, cv in enumerate(self.cvs):
-            if cv.kind == "dihedral":
-                value, gradients[c] = dihedral_gradient(x, cv.atoms)
-                values.append(value)
-            else:
-                values.append(x[:, cv.atoms[0], cv.axis])
-        return np.stack(values, axis=1), gradients
+        """CV values ``[B, C]`` and per CV the gradient ``[B, n_atoms_of_cv, 3]`` (one evaluation each)."""
+        pairs = [cv.value_and_gradient(x) for cv in self.cvs]
+        return np.stack([value for value, _ in pairs], axis=1), [gradient for _, gradient in pairs]
 
     def log_density(self, s: np.ndarray) -> np.ndarray:
         """``log(S + exp(-cap))`` at CV values ``[B, C]``: minus the novelty."""
@@ -122,10 +115,7 @@ class CVDensity:
         d_log_p = np.einsum("bn,bnc->bc", weights, dlog_k)  # d log(S + exp(-cap)) / d s
         gradient = np.zeros_like(x)
         for c, cv in enumerate(self.cvs):
-            if cv.kind == "dihedral":
-                gradient[:, list(cv.atoms)] -= d_log_p[:, c, None, None] * ds_dx[c]
-            else:
-                gradient[:, cv.atoms[0], cv.axis] -= d_log_p[:, c]
+            gradient[:, list(cv.atoms)] -= d_log_p[:, c, None, None] * ds_dx[c]
         return -log_p, gradient
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -12,9 +13,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .models.committee import Committee, dataset_hash
-from .models.prior import fit_bonded_prior
+from .models.own import check_trainable, describe_architecture, reinitialise
+from .models.prior import fit_bonded_prior, load_terms, prior_size
 
-__all__ = ["CommitteeTrainer", "TrainingConfig", "TrainingReport", "check_finite_labels", "train_committee", "validation_mask"]
+__all__ = ["FROM_COMMITTEE", "CommitteeTrainer", "TrainingConfig", "TrainingReport", "check_finite_labels", "train_committee", "validation_mask"]
 
 
 @dataclass
@@ -194,7 +196,7 @@ class _EMA:
 def train_committee(committee: Committee, positions, energies, forces, config: TrainingConfig | None = None,
                     progress: bool = True, keep_energy_scale: bool = False, fit_prior: bool = False,
                     bonds=None) -> TrainingReport:
-    """Fit every member of an (eager) committee to energies and forces, in place.
+    """Fit every member of a committee to energies and forces, in place.
 
     Members see different bootstrap resamples of the training split (``config.bootstrap``) and
     start from different weights, which is what makes their disagreement an uncertainty.
@@ -203,6 +205,16 @@ def train_committee(committee: Committee, positions, energies, forces, config: T
     the validation split is kept (early stopping). The committee's metadata gets the training
     energies (for the attack's normalisation), the data hash and the validation metrics of
     every member and of the committee mean.
+
+    Any committee trains: the built-in stacked members, a committee of your own models
+    (:meth:`Committee.from_models`: each member an ``nn.Module`` from positions ``[B, N, 3]`` nm
+    to energies ``[B]`` kJ/mol; the shift and scale live in the committee around the members'
+    outputs, so your model learns a target of order one and needs no buffers of its own), and
+    a loaded TorchScript committee, whose weights are trained in place. Your own members are
+    probed on the first training geometries before any step (see
+    :func:`openmm_adv.models.own.check_trainable`). A committee saved before the shift and scale
+    existed is trained without them (on raw energies). Modules are in ``train()`` mode for the
+    steps and left in ``eval()`` mode.
 
     With ``fit_prior=True`` the committee's bonded prior (harmonic bonds and angles, see
     :mod:`openmm_adv.models.prior`) is first fitted to the training split's forces, with
@@ -214,17 +226,21 @@ def train_committee(committee: Committee, positions, energies, forces, config: T
     ValueError
         Non-finite values in the data (the frames are named), too few structures, or a
         training run that diverged (non-finite loss).
+    CommitteeError
+        A member that cannot be trained (wrong output shape, no dependence on the positions,
+        non-finite outputs, no parameters, the same module twice); the message names it.
     """
     config = config or TrainingConfig()
-    if committee.is_scripted:
-        raise ValueError("train the eager committee (Committee.painn / Committee.schnet / Committee.mlp), then save it")
     n = len(positions)
     if n < 4 or len(energies) != n or len(forces) != n:
         raise ValueError(f"need matching positions/energies/forces with at least 4 structures, got "
                          f"{len(positions)}, {len(energies)}, {len(forces)}")
     check_finite_labels(positions, energies, forces)
+    check_trainable(committee, positions)
     potential = committee.potential
     members = potential.members
+    # Committees saved before ModelEnsemble had an energy shift and scale are fitted without them.
+    normalised = hasattr(members, "energy_shift") and hasattr(members, "energy_scale")
     dtype = potential.dtype_probe.dtype
     x = torch.as_tensor(np.asarray(positions), dtype=dtype)
     e = torch.as_tensor(np.asarray(energies, dtype=np.float64))
@@ -245,22 +261,22 @@ def train_committee(committee: Committee, positions, energies, forces, config: T
     if fit_prior:
         terms = fit_bonded_prior(committee.atomic_numbers, np.asarray(positions)[train], np.asarray(forces)[train],
                                  bonds=bonds)
-        potential.prior.set_terms(terms)
+        load_terms(potential.prior, terms)
         committee.metadata["prior"] = {"kind": "bonded", **terms.summary()}
     # The members learn what the prior leaves: their output scale follows those residuals.
     e_left, f_left = e[train], f[train].double()
-    if potential.prior.n_terms > 0:
+    if prior_size(potential.prior) > 0:
         prior_e, prior_f = _prior_labels(potential.prior, x[train])
         e_left, f_left = e_left - prior_e, f_left - prior_f
     s_e = float(e_left.std().clamp_min(1e-3)) if len(train) > 1 else 1.0
     s_f = float(f_left.pow(2).mean().sqrt().clamp_min(1e-3))
-    if not keep_energy_scale:
+    if not keep_energy_scale and normalised:
         with torch.no_grad():
             members.energy_shift.fill_(float(e_left.mean()))
             members.energy_scale.fill_(s_e if config.energy_scale == "energy_std" else 0.1 * s_f)
     # Energies are compared after removing the shift in float64, so float32 members do not
     # lose digits on large absolute energies (xTB: -1e5 kJ/mol).
-    shift = float(members.energy_shift)
+    shift = float(members.energy_shift) if normalised else float(e[train].mean())
     e_rel = (e - shift).to(dtype)
 
     optimiser = torch.optim.Adam(potential.parameters(), lr=config.learning_rate)
@@ -277,6 +293,7 @@ def train_committee(committee: Committee, positions, energies, forces, config: T
     bar = tqdm(range(config.epochs), desc="training", disable=not progress, leave=False)
     epoch = -1
     for epoch in bar:
+        potential.train()
         energy_weight = config.energy_weight
         if config.final_energy_weight is not None and epoch >= final_start:
             energy_weight = config.final_energy_weight
@@ -300,6 +317,8 @@ def train_committee(committee: Committee, positions, energies, forces, config: T
                 ema.update()
         if ema is not None:
             ema.swap()
+        # Validation and the saved model see deterministic members (dropout off, for instance).
+        potential.eval()
         e_mae, f_mae, e_rmse, f_rmse, comm = _errors(potential, x[val], e[val], f[val])
         val_loss = float(energy_weight * np.mean(np.square(e_rmse)) / s_e**2
                          + config.force_weight * np.mean(np.square(f_rmse)) / s_f**2)
@@ -322,6 +341,7 @@ def train_committee(committee: Committee, positions, energies, forces, config: T
         if not improved and config.keep_best and epoch - best_epoch >= config.patience and config.lr_schedule == "plateau":
             break
     bar.close()
+    potential.eval()
     if best_state is None:
         raise ValueError("training produced no finite validation loss; lower learning_rate or check the data")
     potential.load_state_dict(best_state)
@@ -362,11 +382,16 @@ _MODEL_OPTIONS = {
     "painn": {"n_members", "n_features", "n_rbf", "n_interactions", "cutoff", "neighbor_list", "seed"},
     "schnet": {"n_members", "n_features", "n_rbf", "n_interactions", "cutoff", "seed"},
     "mlp": {"n_members", "hidden", "seed"},
+    # Sizes and member count are the template committee's own.
+    "from_committee": {"seed"},
 }
+#: The architecture name of a trainer that trains copies of a committee of its own (``template``).
+FROM_COMMITTEE = "from_committee"
 PRIORS = ("bonded", "none")
 # Without a choice, equivariant members learn on top of the bonded prior; the invariant SchNet
-# keeps its original setting, so the comparisons recorded with it stay reproducible.
-DEFAULT_PRIOR = {"painn": "bonded", "schnet": "none", "mlp": "none"}
+# keeps its original setting, so the comparisons recorded with it stay reproducible. A
+# committee of one's own keeps whatever prior it has.
+DEFAULT_PRIOR = {"painn": "bonded", "schnet": "none", "mlp": "none", FROM_COMMITTEE: "none"}
 
 
 @dataclass
@@ -378,11 +403,28 @@ class CommitteeTrainer:
     ``config.warm_start_epochs`` set, it passes the previous committee as ``start_from`` and
     fine-tunes it instead, which is several times cheaper for a small epoch count.
 
+    With ``architecture="from_committee"`` (see :meth:`from_committee`) the trainer trains
+    copies of ``template``, a committee of any architecture, typically your own models
+    (:meth:`Committee.from_models`), eager or loaded from TorchScript. The rule:
+
+    - from scratch: a copy of the template whose members get fresh weights from their own
+      ``reset_parameters`` (``nn.Linear`` and the like, or one you define; seeded per
+      generation and member), with the energy shift and scale fitted to the data. Where that
+      cannot cover every parameter (TorchScript members, or parameters outside any module with
+      ``reset_parameters``), the copy starts from the template's weights as they were given,
+      never from a later generation's; its shift and scale are kept when they were fitted
+      before (not 0 and 1) and fitted to the data otherwise.
+    - fine-tuning (``start_from``, a loop's warm start): a copy of the template with
+      ``start_from``'s weights, shift and scale (same architecture; checked).
+
+    Every committee keeps the template's architecture and member classes (recorded in its
+    metadata), so a loop's committees stay your architecture generation after generation.
+
     Parameters
     ----------
-    architecture : {"painn", "schnet", "mlp"}
+    architecture : {"painn", "schnet", "mlp", "from_committee"}
         ``painn`` (equivariant, default) or ``schnet`` for molecules; ``mlp`` for the
-        one-particle 2D toys.
+        one-particle 2D toys; ``from_committee``: the template's architecture.
     model_options : dict
         Keyword arguments of :meth:`Committee.painn` / :meth:`Committee.schnet` /
         :meth:`Committee.mlp` (``n_members``, ``n_features``, ``n_rbf``, ``n_interactions``,
@@ -390,15 +432,21 @@ class CommitteeTrainer:
         harmonic bonds and angles to the training forces first and train the members on what
         they leave, see :mod:`openmm_adv.models.prior`; ``none``); options another
         architecture does not take are ignored, None means the architecture's default
-        (``prior``: ``bonded`` for painn, ``none`` otherwise).
+        (``prior``: ``bonded`` for painn, ``none`` otherwise; for ``from_committee``, ``none``
+        keeps the template's own prior and ``bonded`` refits one at every from-scratch start).
     config : TrainingConfig
     progress : bool
+    template : Committee, optional
+        The committee whose architecture ``from_committee`` trains. It must be TorchScript
+        (loaded) or scriptable, because trained committees are saved as TorchScript; a loop
+        given none takes its ``initial_committee``.
     """
 
     architecture: str = "painn"
     model_options: dict = field(default_factory=dict)
     config: TrainingConfig = field(default_factory=TrainingConfig)
     progress: bool = True
+    template: Optional[Committee] = None
 
     def __post_init__(self):
         if self.architecture not in _MODEL_OPTIONS:
@@ -406,6 +454,31 @@ class CommitteeTrainer:
         if self.prior not in PRIORS:
             raise ValueError(f"prior must be one of {PRIORS} (or None for the architecture's default), "
                              f"got {self.model_options.get('prior')!r}")
+        if self.template is not None:
+            if self.architecture != FROM_COMMITTEE:
+                raise ValueError(f"a template committee is only used with architecture {FROM_COMMITTEE!r}, "
+                                 f"not {self.architecture!r}")
+            if not isinstance(self.template, Committee):
+                raise TypeError(f"template must be a Committee (Committee.from_models or Committee.load), "
+                                f"got {type(self.template).__name__}")
+            # Fail now, not at the first save after minutes of training.
+            self.template.scripted()
+
+    @classmethod
+    def from_committee(cls, template, config: TrainingConfig | None = None, progress: bool = True,
+                       prior: str | None = None, seed: int = 0) -> "CommitteeTrainer":
+        """A trainer for copies of ``template`` (a :class:`Committee` or a committee file).
+
+        See the class docstring for what "from scratch" and "fine-tuning" mean here.
+
+        Raises
+        ------
+        CommitteeError
+            A member of the template cannot be TorchScripted (the member and the line are named).
+        """
+        if isinstance(template, (str, Path)):
+            template = Committee.load(template)
+        return cls(FROM_COMMITTEE, {"prior": prior, "seed": seed}, config or TrainingConfig(), progress, template)
 
     @property
     def prior(self) -> str:
@@ -413,11 +486,21 @@ class CommitteeTrainer:
         choice = self.model_options.get("prior")
         return DEFAULT_PRIOR[self.architecture] if choice is None else choice
 
+    def describe(self) -> dict:
+        """The architecture and options, as a loop stores them with its settings."""
+        out = {"architecture": self.architecture}
+        if self.template is not None:
+            out["template"] = describe_architecture(self.template)
+        return out
+
     def new_committee(self, atomic_numbers, seed: int = 0) -> Committee:
         """An untrained committee; ``seed`` is added to the model's initialisation seed.
 
-        Options set to None take the architecture's defaults.
+        Options set to None take the architecture's defaults. For ``from_committee``: a copy of
+        the template, re-initialised where its members allow it (see the class docstring).
         """
+        if self.architecture == FROM_COMMITTEE:
+            return self._template_copy(atomic_numbers, seed)[0]
         options = {k: v for k, v in self.model_options.items() if v is not None}
         options["seed"] = int(options.get("seed", 0)) + int(seed)
         allowed = _MODEL_OPTIONS[self.architecture]
@@ -427,6 +510,24 @@ class CommitteeTrainer:
         if self.architecture == "schnet":
             return Committee.schnet(atomic_numbers, **options)
         return Committee.painn(atomic_numbers, **options)
+
+    def _require_template(self, atomic_numbers) -> Committee:
+        if self.template is None:
+            raise ValueError(f"architecture {FROM_COMMITTEE!r} trains copies of a template committee and none was "
+                             "given: use CommitteeTrainer.from_committee(committee), or give the loop an "
+                             "initial_committee")
+        if not np.array_equal(self.template.atomic_numbers, np.asarray(atomic_numbers)):
+            raise ValueError("the template committee was built for other atoms than the dataset's "
+                             f"({self.template.n_atoms} atoms vs {len(atomic_numbers)}, or another order)")
+        return self.template
+
+    def _template_copy(self, atomic_numbers, seed: int) -> tuple[Committee, bool]:
+        """A copy of the template with fresh weights where possible, and whether they are fresh."""
+        committee = self._require_template(atomic_numbers).copy()
+        committee.metadata.pop("fine_tuned_from", None)
+        fresh = reinitialise(committee, int(self.model_options.get("seed") or 0) + int(seed))
+        committee.metadata["initial_weights"] = "reinitialised" if fresh else "template"
+        return committee, fresh
 
     def train(self, dataset, seed: int = 0, start_from: Committee | None = None,
               bonds=None) -> tuple[Committee, TrainingReport]:
@@ -448,7 +549,19 @@ class CommitteeTrainer:
             for the bonded prior; found from interatomic distances when omitted.
         """
         config = TrainingConfig(**{**asdict(self.config), "seed": self.config.seed + int(seed)})
-        committee = self.new_committee(dataset.atomic_numbers, seed)
+        keep_energy_scale = start_from is not None
+        if self.architecture == FROM_COMMITTEE and start_from is None:
+            committee, fresh = self._template_copy(dataset.atomic_numbers, seed)
+            # Weights that were fitted to a shift and scale keep them; fresh or never-fitted
+            # ones (an untrained model of your own: 0 and 1) get them from the data.
+            keep_energy_scale = not fresh and not _identity_scale(committee)
+        elif self.architecture == FROM_COMMITTEE:
+            committee = self._require_template(dataset.atomic_numbers).copy()
+            committee.metadata["initial_weights"] = "fine-tuned"
+            if "prior" in start_from.metadata:
+                committee.metadata["prior"] = start_from.metadata["prior"]
+        else:
+            committee = self.new_committee(dataset.atomic_numbers, seed)
         if start_from is not None:
             _copy_weights(start_from, committee)
             if config.warm_start_epochs is not None:
@@ -456,7 +569,7 @@ class CommitteeTrainer:
             if config.warm_start_learning_rate is not None:
                 config.learning_rate = config.warm_start_learning_rate
         report = train_committee(committee, dataset.positions, dataset.energies, dataset.forces, config,
-                                 progress=self.progress, keep_energy_scale=start_from is not None,
+                                 progress=self.progress, keep_energy_scale=keep_energy_scale,
                                  fit_prior=self.prior == "bonded" and start_from is None,
                                  bonds=None if bonds is None or len(bonds) == 0 else bonds)
         if start_from is not None:
@@ -464,12 +577,20 @@ class CommitteeTrainer:
         return committee, report
 
 
+def _identity_scale(committee: Committee) -> bool:
+    """Whether the committee's energy shift and scale are still 0 and 1 (never fitted)."""
+    members = committee.potential.members
+    if not (hasattr(members, "energy_shift") and hasattr(members, "energy_scale")):
+        return True
+    return float(members.energy_shift) == 0.0 and float(members.energy_scale) == 1.0
+
+
 def _copy_weights(source: Committee, target: Committee) -> None:
-    """Load ``source``'s weights into the eager ``target``, naming what does not match."""
+    """Load ``source``'s weights into ``target`` (eager or TorchScript), naming what does not match."""
     state = source.potential.state_dict()
     # The fitted prior travels with the weights (its size is the source's); a committee saved
     # before priors existed has none, which is an empty prior.
-    target.potential.prior.resize_like(state, "prior.")
+    _resize_prior(target.potential.prior, state, "prior.")
     expected = target.potential.state_dict()
     state = {**{k: v for k, v in expected.items() if k.startswith("prior.")}, **state}
     missing = sorted(set(expected) - set(state))
@@ -481,3 +602,12 @@ def _copy_weights(source: Committee, target: Committee) -> None:
             f"(missing {missing[:3]}, unexpected {unexpected[:3]}, other shapes {wrong[:3]}); "
             "train from scratch (warm_start_epochs: null) or use the same model settings")
     target.potential.load_state_dict(state)
+
+
+def _resize_prior(prior, state: dict, prefix: str) -> None:
+    """Give the prior's buffers the shapes stored in ``state`` (eager or TorchScript prior), so
+    ``load_state_dict`` can fill them."""
+    for name, buffer in list(prior.named_buffers()):
+        key = prefix + name
+        if key in state and state[key].shape != buffer.shape:
+            setattr(prior, name, torch.zeros(state[key].shape, dtype=buffer.dtype))

@@ -9,15 +9,17 @@ from openmm_adv.commands import example_config
 from openmm_adv.config import (
     AttackRunConfig,
     ConfigError,
+    InitRunConfig,
     LabelRunConfig,
     LoopRunConfig,
+    MDRunConfig,
     TrainRunConfig,
     parse_section,
 )
 from openmm_adv.data import Dataset, read_extxyz, write_extxyz
 
 
-@pytest.mark.parametrize("kind,cls", [("label", LabelRunConfig), ("train", TrainRunConfig),
+@pytest.mark.parametrize("kind,cls", [("init", InitRunConfig), ("md", MDRunConfig), ("label", LabelRunConfig), ("train", TrainRunConfig),
                                       ("attack", AttackRunConfig), ("loop", LoopRunConfig)])
 def test_example_configs_parse_back(kind, cls):
     parsed = parse_section(cls, yaml.safe_load(example_config(kind)))
@@ -50,6 +52,51 @@ def test_bad_configs_name_the_key(data, message):
 def test_numbers_in_yaml_exponent_form_are_accepted():
     config = parse_section(LoopRunConfig, yaml.safe_load("training: {learning_rate: 3e-3}"))
     assert config.training.learning_rate == pytest.approx(3e-3)
+
+
+def test_every_config_key_has_a_help_line():
+    """`openmm-adv config KIND` prints a comment on every key, sampler sections included."""
+    import dataclasses
+
+    from openmm_adv.config import SAMPLER_CONFIGS
+    from openmm_adv.config_docs import help_for
+
+    missing, seen = [], set()
+
+    def walk(cls):
+        if cls in seen:
+            return
+        seen.add(cls)
+        for f in dataclasses.fields(cls):
+            if help_for(cls, f.name) is None:
+                missing.append(f"{cls.__name__}.{f.name}")
+            for inner in (f.type, *getattr(f.type, "__args__", ())):
+                if isinstance(inner, type) and dataclasses.is_dataclass(inner):
+                    walk(inner)
+
+    import typing
+
+    for cls in (InitRunConfig, MDRunConfig, LabelRunConfig, TrainRunConfig, AttackRunConfig, LoopRunConfig, *SAMPLER_CONFIGS.values()):
+        walk(cls)
+        for name, hint in typing.get_type_hints(cls).items():
+            for inner in (hint, *typing.get_args(hint)):
+                if isinstance(inner, type) and dataclasses.is_dataclass(inner):
+                    walk(inner)
+    assert not missing
+    text = example_config("loop")
+    assert "  kT: 20.9  # sampling temperature of the Boltzmann factor" in text
+    assert all("#" in line for line in text.splitlines()[1:] if line.strip()), "a key without its comment"
+
+
+def test_help_and_config_do_not_import_torch_or_openmm():
+    """`openmm-adv --help` answers at once: neither the parser nor the config schema loads torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from openmm_adv.cli import build_parser; import openmm_adv.config; build_parser(); "
+            "print('torch' in sys.modules, 'openmm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
 
 
 def test_required_keys(tmp_path):

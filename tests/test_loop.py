@@ -98,6 +98,12 @@ def test_loop_runs_and_logs(uninterrupted):
         assert record["uncertainty"]["candidates_median"] is not None
         assert record["selection"]["selected"] == record["oracle_calls"]
         assert record["samplers"]["attack"]["force_evaluations"] > 0
+        new = data.provenance["generation"] == record["generation"]
+        summary = record["new_labels"]
+        assert summary["energy_above_min_kj_mol"]["max"] == pytest.approx((data.energies[new] - data.energies.min()).max())
+        assert summary["cvs"]["x"]["unit"] == "nm"
+        assert summary["cvs"]["x"]["min"] == pytest.approx(data.positions[new, 0, 0].min())
+        assert summary["cvs"]["y"]["max"] == pytest.approx(data.positions[new, 0, 1].max())
     assert set(data.provenance["sampler"][24:].tolist()) == {b"attack"}
     assert (run_dir / "final" / "committee.pt").exists()
 

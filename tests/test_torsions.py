@@ -209,6 +209,24 @@ def test_sampler_with_novelty_and_frontier_seeds(ala2, shipped):
         TorsionAttack(shipped, ala2, novelty_weight=1.0)
 
 
+def test_jitter_dresses_each_found_geometry(ala2, shipped):
+    """jitter adds Gaussian noise of that size per coordinate to every found geometry and re-scores it."""
+    from openmm_adv.data import Dataset
+    from openmm_adv.resources import default_dataset_path
+
+    seeds = Dataset.load(default_dataset_path()).positions[:3]
+    common = dict(n_steps=5, batch_size=3, refine_steps=0, progress=False)
+    plain = TorsionAttackSampler(ala2, **common).sample(shipped, seeds, np.random.default_rng(0))
+    shaken = TorsionAttackSampler(ala2, jitter=0.005, **common).sample(shipped, seeds, np.random.default_rng(0))
+    assert len(shaken) == len(plain) and shaken.seed_index.tolist() == plain.seed_index.tolist()
+    rms = np.sqrt(np.mean((shaken.positions - plain.positions) ** 2))
+    assert rms == pytest.approx(0.005, rel=0.25)
+    np.testing.assert_allclose(shaken.uncertainty, shipped.uncertainty(shaken.positions), rtol=1e-3)
+    assert shaken.n_force_evaluations > plain.n_force_evaluations and shaken.info["jitter_nm"] == 0.005
+    with pytest.raises(ValueError, match="jitter"):
+        TorsionAttackSampler(ala2, jitter=-1.0)
+
+
 def test_frontier_seeds_use_their_own_bandwidth(ala2, shipped, monkeypatch):
     """The frontier is read at ``frontier_bandwidth`` while the novelty term keeps its own."""
     import openmm_adv.samplers.torsion_attack as module

@@ -261,7 +261,7 @@ def write_report(protocol, out: Path, rows: list[dict], points: dict, wall_secon
     (out / "metrics.json").write_text(json.dumps(rows, indent=1) + "\n")
     final = {name: [r for r in rows if r["sampler"] == name and r["generation"] == protocol.generations]
              for name in samplers}
-    is_ala2 = protocol.system.name == "alanine_dipeptide"
+    is_ala2 = protocol.system.shipped == "alanine_dipeptide"
     lines = [f"# {protocol.name}", "", protocol.description.strip(), "",
              f"{len(samplers)} samplers x {protocol.repeats} repeats, {protocol.generations} generations, "
              f"{protocol.seeds} seeds per generation{_own_seeds(protocol)}, at most "

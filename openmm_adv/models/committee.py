@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import io
 import json
+import weakref
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -12,8 +15,8 @@ import torch
 from torch import nn
 
 from .. import __version__
-from .._errors import first_line
-from .ensemble import ModelEnsemble
+from .._errors import first_line, torchscript_message
+from .ensemble import ModelEnsemble, ensemble_members, member_class
 from .mlp import StackedMLP
 from .potential import CommitteePotential
 from .painn import StackedPaiNN
@@ -85,7 +88,18 @@ class Committee:
     def from_models(cls, models: Sequence[nn.Module | str | Path], atomic_numbers: Sequence[int]) -> "Committee":
         """A committee of M independent energy models (modules or TorchScript file paths).
 
-        Each model maps positions ``[B, N, 3]`` (nm) to energies ``[B]`` (kJ/mol).
+        Each model maps positions ``[B, N, 3]`` (nm) to energies ``[B]`` (kJ/mol). Give M
+        separately built models (``[MyModel() for _ in range(M)]``): their different initial
+        weights are what makes them disagree away from the data. The committee can be trained
+        (:func:`openmm_adv.train.train_committee`, which fits an energy shift and scale around
+        the models' outputs) and, when every model can be TorchScripted, saved and run as an
+        OpenMM ``TorchForce``.
+
+        Parameters
+        ----------
+        models : sequence of torch.nn.Module, str or Path
+        atomic_numbers : sequence of int
+            The molecule's atoms, in the order of the positions.
         """
         loaded = []
         for k, model in enumerate(models):
@@ -94,9 +108,26 @@ class Committee:
                     model = torch.jit.load(str(model), map_location="cpu")
                 except Exception as exc:  # torch raises RuntimeError/ValueError variants
                     raise CommitteeError(f"member {k}: cannot load TorchScript file {model}: {exc}") from exc
+            elif not isinstance(model, nn.Module):
+                raise CommitteeError(f"member {k} is a {type(model).__name__}, not a torch.nn.Module or a TorchScript "
+                                     "file; wrap your energy function in an nn.Module whose forward maps positions "
+                                     "[B, N, 3] (nm) to energies [B] (kJ/mol)")
             loaded.append(model)
         members = ModelEnsemble(loaded, atomic_numbers)
         return cls(CommitteePotential(members), {"architecture": "ModelEnsemble", "hyperparameters": members.hyperparameters})
+
+    def copy(self) -> "Committee":
+        """An independent copy: weights, buffers and metadata (eager or TorchScript as this one)."""
+        if self.is_scripted:
+            # copy.deepcopy of a ScriptModule gives parameters that are not leaves (an optimiser
+            # refuses them); a save/load round trip gives a clean module.
+            buffer = io.BytesIO()
+            torch.jit.save(self.potential, buffer)
+            buffer.seek(0)
+            potential = torch.jit.load(buffer, map_location=self.potential.dtype_probe.device)
+        else:
+            potential = copy.deepcopy(self.potential)
+        return Committee(potential, copy.deepcopy(self.metadata))
 
     # ------------------------------------------------------------------ properties
     @property
@@ -116,16 +147,32 @@ class Committee:
         return isinstance(self.potential, torch.jit.ScriptModule)
 
     def scripted(self) -> torch.jit.ScriptModule:
-        """The potential as TorchScript (raises :class:`CommitteeError` if it cannot be scripted)."""
+        """The potential as TorchScript (raises :class:`CommitteeError` if it cannot be scripted).
+
+        When a member of your own cannot be compiled, the error names it and quotes the line
+        TorchScript points at.
+        """
         if self.is_scripted:
             return self.potential
+        # Members first: once TorchScript has failed on a class inside a larger module, compiling
+        # that class again reports "Can't redefine method" instead of the real problem.
+        culprit = _unscriptable_member(self.potential)
+        if culprit is not None:
+            k, member, message = culprit
+            raise CommitteeError(
+                f"committee member {k} ({member_class(member)}) cannot be compiled to TorchScript, so the "
+                f"committee cannot be saved or run in a TorchForce. TorchScript said: {message}. Make that "
+                "forward scriptable (annotate arguments that are not tensors; no lambdas, numpy or other "
+                "Python-only calls; torch.jit.script(member) prints the whole message), or keep the committee "
+                "in memory and build its forces with backend='python' (openmm.PythonForce)"
+            )
         try:
             return torch.jit.script(self.potential)
         except Exception as exc:
             raise CommitteeError(
                 "the committee cannot be compiled to TorchScript, so it cannot run in a TorchForce; "
                 "make its members scriptable, or build forces with backend='python' "
-                f"(openmm.PythonForce). TorchScript said: {first_line(exc)}"
+                f"(openmm.PythonForce). TorchScript said: {torchscript_message(exc)}"
             ) from exc
 
     # ------------------------------------------------------------------ evaluation (numpy in/out)
@@ -239,3 +286,22 @@ class Committee:
             f"Committee({self.metadata.get('architecture', 'custom')}, members={self.n_members}, "
             f"atoms={self.n_atoms}, scripted={self.is_scripted})"
         )
+
+
+# TorchScript's first complaint about a member class: later attempts on the same class only
+# report "Can't redefine method", so the first message is kept for every later save or force.
+_SCRIPT_ERRORS: "weakref.WeakKeyDictionary[type, str]" = weakref.WeakKeyDictionary()
+
+
+def _unscriptable_member(potential: nn.Module):
+    """``(index, member, TorchScript's message)`` of the first eager member that cannot be
+    compiled, or None."""
+    for k, member in enumerate(ensemble_members(potential) or []):
+        if isinstance(member, torch.jit.ScriptModule):
+            continue
+        try:
+            torch.jit.script(member)
+        except Exception as exc:
+            message = _SCRIPT_ERRORS.setdefault(type(member), torchscript_message(exc))
+            return k, member, message
+    return None

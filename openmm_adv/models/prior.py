@@ -26,15 +26,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["BondedPrior", "BondedTerms", "angles_from_bonds", "atom_types", "find_bonds", "fit_bonded_prior"]
+__all__ = ["BondedPrior", "BondedTerms", "angles_from_bonds", "atom_types", "find_bonds", "fit_bonded_prior", "load_terms",
+           "prior_size"]
 
-# Covalent radii in nm (Cordero et al., Dalton Trans. 2008, 2832); carbon is sp3.
-_COVALENT_RADIUS_NM = {
-    1: 0.031, 3: 0.128, 5: 0.084, 6: 0.076, 7: 0.071, 8: 0.066, 9: 0.057, 11: 0.166, 12: 0.141,
-    14: 0.111, 15: 0.107, 16: 0.105, 17: 0.102, 19: 0.203, 20: 0.176, 26: 0.132, 29: 0.132,
-    30: 0.122, 34: 0.120, 35: 0.120, 53: 0.139,
-}
-BOND_TOLERANCE = 1.25
 MAX_ANGLE_DEGREES = 170.0  # near-linear angles have a singular gradient in theta; left to the network
 
 
@@ -60,25 +54,16 @@ class BondedTerms:
 
 
 def find_bonds(atomic_numbers, positions) -> np.ndarray:
-    """Covalent bonds ``[n_b, 2]`` from interatomic distances (nm).
+    """Covalent bonds ``[n_b, 2]`` from interatomic distances (nm) of one or more frames:
+    bonded below 1.25 times the sum of the covalent radii, at the median distance over up to 20
+    frames (:func:`openmm_adv.systems.covalent.bonds_from_distances`)."""
+    from ..systems.covalent import bonds_from_distances
 
-    Two atoms are bonded when their median distance over the frames given is below 1.25 times
-    the sum of their covalent radii.
-    """
-    z = np.asarray(atomic_numbers, dtype=np.int64)
-    xyz = np.asarray(positions, dtype=np.float64)
-    if xyz.ndim == 2:
-        xyz = xyz[None]
-    unknown = sorted({int(a) for a in z if int(a) not in _COVALENT_RADIUS_NM})
-    if unknown:
-        raise ValueError(f"no covalent radius for atomic numbers {unknown}; pass the bonds explicitly "
-                         "(e.g. from the OpenMM topology) or use prior: none")
-    radii = np.array([_COVALENT_RADIUS_NM[int(a)] for a in z])
-    frames = xyz[np.linspace(0, len(xyz) - 1, min(len(xyz), 20)).astype(int)]
-    i, j = np.triu_indices(len(z), k=1)
-    distance = np.median(np.linalg.norm(frames[:, i] - frames[:, j], axis=-1), axis=0)
-    bonded = distance < BOND_TOLERANCE * (radii[i] + radii[j])
-    return np.stack([i[bonded], j[bonded]], axis=1).astype(np.int64)
+    try:
+        pairs = bonds_from_distances(atomic_numbers, positions)
+    except ValueError as exc:
+        raise ValueError(f"{exc}, or use prior: none") from exc
+    return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
 
 
 def angles_from_bonds(bonds: np.ndarray, n_atoms: int) -> np.ndarray:
@@ -258,13 +243,7 @@ class BondedPrior(nn.Module):
     @torch.jit.unused
     def set_terms(self, terms: BondedTerms) -> None:
         """Load fitted terms (replaces the buffers, whatever their size)."""
-        dtype = self.bond_k.dtype
-        self.bonds = torch.as_tensor(terms.bonds, dtype=torch.long).reshape(-1, 2)
-        self.bond_k = torch.as_tensor(terms.bond_k, dtype=dtype)
-        self.bond_r0 = torch.as_tensor(terms.bond_r0, dtype=dtype)
-        self.angles = torch.as_tensor(terms.angles, dtype=torch.long).reshape(-1, 3)
-        self.angle_k = torch.as_tensor(terms.angle_k, dtype=dtype)
-        self.angle_theta0 = torch.as_tensor(terms.angle_theta0, dtype=dtype)
+        load_terms(self, terms)
 
     @torch.jit.unused
     def resize_like(self, state: dict, prefix: str) -> None:
@@ -292,3 +271,20 @@ class BondedPrior(nn.Module):
             theta = torch.acos(cos.clamp(-1.0 + 1e-7, 1.0 - 1e-7))
             energy = energy + (0.5 * self.angle_k * (theta - self.angle_theta0).pow(2)).sum(-1)
         return energy
+
+
+def load_terms(prior: nn.Module, terms: BondedTerms) -> None:
+    """Load fitted terms into a :class:`BondedPrior`, eager or TorchScript (a loaded committee's),
+    replacing its buffers whatever their size."""
+    dtype = prior.bond_k.dtype
+    prior.bonds = torch.as_tensor(terms.bonds, dtype=torch.long).reshape(-1, 2)
+    prior.bond_k = torch.as_tensor(terms.bond_k, dtype=dtype)
+    prior.bond_r0 = torch.as_tensor(terms.bond_r0, dtype=dtype)
+    prior.angles = torch.as_tensor(terms.angles, dtype=torch.long).reshape(-1, 3)
+    prior.angle_k = torch.as_tensor(terms.angle_k, dtype=dtype)
+    prior.angle_theta0 = torch.as_tensor(terms.angle_theta0, dtype=dtype)
+
+
+def prior_size(prior: nn.Module) -> int:
+    """The number of bond and angle terms of a :class:`BondedPrior`, eager or TorchScript."""
+    return int(prior.bond_k.numel() + prior.angle_k.numel())

@@ -58,7 +58,9 @@ def make_oracle(kind: str, system=None, **options) -> Oracle:
     if kind == "openmm":
         return OpenMMOracle.from_molecular_system(system, **options)
     if kind == "xtb":
-        return XTBOracle(system.atomic_numbers, **options)
+        # the system's own charge and multiplicity (an extxyz header, the system section) unless overridden
+        defaults = {"charge": getattr(system, "charge", 0), "multiplicity": getattr(system, "multiplicity", 1)}
+        return XTBOracle(system.atomic_numbers, **{**defaults, **options})
     if kind == "ase":
         if "calculator" not in options:
             raise ValueError(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 import numpy as np
 import openmm
@@ -25,7 +26,7 @@ from openmm import app, unit
 from tqdm.auto import tqdm
 
 from .._errors import first_line
-from ..forces import mean_energy_force, uncertainty_force
+from ..forces import UncertaintyForceWarning, mean_energy_force, uncertainty_force
 from ..models.committee import Committee
 from ..models.uncertainty import check_metric
 from .candidates import Candidates
@@ -66,7 +67,11 @@ def uncertainty_cv_force(
     ``log=False``: that TorchForce itself. Either can be the ``force`` of an
     ``app.BiasVariable``.
     """
-    u = uncertainty_force(committee, metric=metric, n_replicas=1, backend=backend, use_cuda_graphs=use_cuda_graphs)
+    with warnings.catch_warnings():
+        # Inside a bias the force acts only through the bias, whose forces the integrator
+        # integrates, so OpenMM's half-step velocity shift with them is the right one.
+        warnings.simplefilter("ignore", UncertaintyForceWarning)
+        u = uncertainty_force(committee, metric=metric, n_replicas=1, backend=backend, use_cuda_graphs=use_cuda_graphs)
     if not log:
         return u
     cv = openmm.CustomCVForce(f"log(u + {LOG_FLOOR!r})")

@@ -283,12 +283,20 @@ class TorsionAttackSampler:
 
     name = "torsion_attack"
 
-    def __init__(self, system, seeds: str = "uniform", frontier_bandwidth: float | None = None, **options):
+    def __init__(self, system, seeds: str = "uniform", frontier_bandwidth: float | None = None, jitter: float = 0.0,
+                 **options):
         if seeds not in ("uniform", "frontier"):
             raise ValueError(f"seeds must be 'uniform' or 'frontier', got {seeds!r}")
         if frontier_bandwidth is not None and not frontier_bandwidth > 0:
             raise ValueError(f"frontier_bandwidth must be > 0 radians, got {frontier_bandwidth!r}")
+        if not jitter >= 0:
+            raise ValueError(f"jitter must be a displacement >= 0 nm, got {jitter!r}")
         self.system, self.seeds, self.options = system, seeds, dict(options)
+        # The attack ends relaxed (Boltzmann weight, low-kT refinement), with small forces; a
+        # thermal test set is dominated by bond and angle vibrations. A Gaussian jitter per
+        # coordinate puts those around each new conformation, as the random-displacement
+        # baseline puts them around the data.
+        self.jitter = float(jitter)
         # The frontier is a property of the labelled distribution's shape, which can be coarser
         # than the bin-scale kernel the novelty term needs.
         self.frontier_bandwidth = frontier_bandwidth or self.options.get("novelty_bandwidth", 0.35)
@@ -314,4 +322,22 @@ class TorsionAttackSampler:
         found = attack.run(seed_positions)
         found.seed_index = seed_index[found.seed_index] if self.seeds == "uniform" else np.full(len(found), -1)
         found.sampler = self.name
+        if self.jitter > 0 and len(found):
+            found = self._jittered(committee, found, rng)
         return found
+
+    def _jittered(self, committee: Committee, found: Candidates, rng) -> Candidates:
+        """One copy of every found geometry displaced by ``jitter`` nm per coordinate, re-scored."""
+        from .random_displacement import RandomDisplacementSampler
+
+        shaken = RandomDisplacementSampler(sigma=self.jitter, n_per_seed=1, metric=found.metric,
+                                           geometry_check=self.system, progress=False).sample(
+            committee, found.positions, np.random.default_rng() if rng is None else rng)
+        origin = shaken.seed_index
+        info = {k: (np.asarray(v)[origin] if isinstance(v, np.ndarray) and len(v) == len(found) else v)
+                for k, v in found.info.items()}
+        info.update(jitter_nm=self.jitter, n_jitter_unphysical=int(len(found) - len(shaken)))
+        return Candidates(positions=shaken.positions, energies=shaken.energies, uncertainty=shaken.uncertainty,
+                          metric=found.metric, sampler=self.name, seed_index=found.seed_index[origin],
+                          n_force_evaluations=found.n_force_evaluations + shaken.n_force_evaluations,
+                          wall_seconds=found.wall_seconds + shaken.wall_seconds, info=info)

@@ -1,8 +1,13 @@
-"""Molecular and toy systems with their ground-truth OpenMM potentials."""
+"""Molecular and toy systems with their ground-truth OpenMM potentials.
+
+Every system, the shipped ones included, is a structure with an optional reference potential
+and collective variables (:func:`load_system`); the shipped definitions live in ``data/``.
+"""
 
 from .alanine import BASINS_DEG, PHI_ATOMS, PSI_ATOMS, alanine_dipeptide
 from .ammonia import ammonia
 from .base import CollectiveVariable, MolecularSystem
+from .files import builtin_systems, get_system, load_system, parse_cvs
 from .toy import double_well, mueller_brown, toy_energy
 
 __all__ = [
@@ -13,24 +18,11 @@ __all__ = [
     "MolecularSystem",
     "alanine_dipeptide",
     "ammonia",
+    "builtin_systems",
     "double_well",
     "get_system",
+    "load_system",
     "mueller_brown",
+    "parse_cvs",
     "toy_energy",
 ]
-
-_REGISTRY = {
-    "alanine_dipeptide": alanine_dipeptide,
-    "ammonia": ammonia,
-    "double_well": double_well,
-    "mueller_brown": mueller_brown,
-}
-
-
-def get_system(name: str, **kwargs) -> MolecularSystem:
-    """Build a system by name (``alanine_dipeptide``, ``ammonia``, ``double_well``, ``mueller_brown``)."""
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown system {name!r}; choose one of {sorted(_REGISTRY)}") from None
-    return factory(**kwargs)

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-from importlib import resources
-
-import numpy as np
-import openmm
-from openmm import app, unit
-
-from .base import CollectiveVariable, MolecularSystem, elements_to_numbers, particle_masses
+from .base import MolecularSystem
 
 __all__ = ["alanine_dipeptide", "PHI_ATOMS", "PSI_ATOMS", "BASINS_DEG"]
 
@@ -26,42 +20,13 @@ BASINS_DEG = {
 }
 
 
-def _load_pdb() -> app.PDBFile:
-    path = resources.files("openmm_adv.systems") / "data" / "alanine_dipeptide.pdb"
-    with resources.as_file(path) as p:
-        return app.PDBFile(str(p))
-
-
 def alanine_dipeptide() -> MolecularSystem:
     """Alanine dipeptide in vacuum, Amber ff14SB (``amber14-all.xml``), no constraints.
 
-    The 22-atom structure shipped with the package is an Amber-minimised C7eq geometry.
-    Collective variables ``phi`` (atoms 4-6-8-14) and ``psi`` (6-8-14-16), in radians.
+    The shipped definition ``data/alanine_dipeptide.yaml``: the 22-atom structure (an
+    Amber-minimised C7eq geometry, ``scripts/build_ala2_pdb.py``), the force field, and the
+    collective variables ``phi`` (atoms 4-6-8-14) and ``psi`` (6-8-14-16), in radians.
     """
-    pdb = _load_pdb()
-    topology = pdb.topology
-    forcefield = app.ForceField("amber14-all.xml")
+    from .files import get_system
 
-    def factory() -> openmm.System:
-        # No constraints: ML labels need the full, unconstrained potential.
-        return forcefield.createSystem(
-            topology,
-            nonbondedMethod=app.NoCutoff,
-            constraints=None,
-            rigidWater=False,
-            removeCMMotion=False,
-        )
-
-    positions = pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-    return MolecularSystem(
-        name="alanine_dipeptide",
-        topology=topology,
-        positions=np.asarray(positions, dtype=np.float64),
-        atomic_numbers=elements_to_numbers([a.element for a in topology.atoms()]),
-        masses=particle_masses(factory()),
-        collective_variables={
-            "phi": CollectiveVariable("phi", "dihedral", PHI_ATOMS),
-            "psi": CollectiveVariable("psi", "dihedral", PSI_ATOMS),
-        },
-        _reference_factory=factory,
-    )
+    return get_system("alanine_dipeptide")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import openmm
@@ -20,11 +20,11 @@ class CollectiveVariable:
     ----------
     name : str
         Short name (``"phi"``, ``"x"``).
-    kind : {"dihedral", "coordinate"}
-        A dihedral over four atoms (radians, in (-pi, pi]) or one Cartesian coordinate of one
-        atom (nm).
+    kind : {"dihedral", "distance", "coordinate"}
+        A dihedral over four atoms (radians, in (-pi, pi]), the distance between two atoms
+        (nm), or one Cartesian coordinate of one atom (nm).
     atoms : tuple of int
-        0-based atom indices: four for a dihedral, one for a coordinate.
+        0-based atom indices: four for a dihedral, two for a distance, one for a coordinate.
     axis : int
         For ``kind="coordinate"``: 0, 1 or 2 for x, y, z.
     """
@@ -35,12 +35,14 @@ class CollectiveVariable:
     axis: int = 0
 
     def __post_init__(self):
-        if self.kind == "dihedral" and len(self.atoms) != 4:
-            raise ValueError(f"dihedral CV {self.name!r} needs 4 atoms, got {self.atoms}")
-        if self.kind == "coordinate" and len(self.atoms) != 1:
-            raise ValueError(f"coordinate CV {self.name!r} needs 1 atom, got {self.atoms}")
-        if self.kind not in ("dihedral", "coordinate"):
-            raise ValueError(f"unknown CV kind {self.kind!r}: use 'dihedral' or 'coordinate'")
+        if self.kind not in _N_ATOMS:
+            raise ValueError(f"unknown CV kind {self.kind!r}: use one of {', '.join(map(repr, _N_ATOMS))}")
+        if len(self.atoms) != _N_ATOMS[self.kind]:
+            raise ValueError(f"{self.kind} CV {self.name!r} needs {_N_ATOMS[self.kind]} atoms, got {self.atoms}")
+        if len(set(self.atoms)) != len(self.atoms):
+            raise ValueError(f"{self.kind} CV {self.name!r} repeats an atom: {self.atoms}")
+        if self.kind == "coordinate" and self.axis not in (0, 1, 2):
+            raise ValueError(f"coordinate CV {self.name!r}: axis must be 0, 1 or 2 (x, y, z), got {self.axis}")
 
     @property
     def periodic(self) -> bool:
@@ -57,6 +59,8 @@ class CollectiveVariable:
             xyz = xyz[None]
         if self.kind == "coordinate":
             return xyz[:, self.atoms[0], self.axis].copy()
+        if self.kind == "distance":
+            return np.linalg.norm(xyz[:, self.atoms[0]] - xyz[:, self.atoms[1]], axis=-1)
         import mdtraj
 
         # mdtraj's dihedral kernel only needs coordinates and the atom quadruplet.
@@ -65,17 +69,39 @@ class CollectiveVariable:
             np.float64
         )
 
+    def value_and_gradient(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Values ``[B]`` and their gradients ``[B, len(atoms), 3]`` with respect to the CV's
+        atoms, for positions ``[B, N, 3]`` in nm."""
+        xyz = np.asarray(positions, dtype=np.float64)
+        if self.kind == "dihedral":
+            from ..torsions import dihedral_gradient
+
+            return dihedral_gradient(xyz, self.atoms)
+        if self.kind == "distance":
+            d = xyz[:, self.atoms[0]] - xyz[:, self.atoms[1]]
+            r = np.linalg.norm(d, axis=-1)
+            unit_vector = d / np.maximum(r, 1e-12)[:, None]
+            return r, np.stack([unit_vector, -unit_vector], axis=1)
+        gradient = np.zeros((len(xyz), 1, 3))
+        gradient[:, 0, self.axis] = 1.0
+        return xyz[:, self.atoms[0], self.axis].copy(), gradient
+
     def openmm_force(self) -> openmm.Force:
         """An OpenMM force whose energy is this CV, for ``openmm.app.BiasVariable``."""
         if self.kind == "dihedral":
             force = openmm.CustomTorsionForce("theta")
             force.addTorsion(*self.atoms, [])
             return force
+        if self.kind == "distance":
+            force = openmm.CustomBondForce("r")
+            force.addBond(*self.atoms, [])
+            return force
         force = openmm.CustomExternalForce("xyz"[self.axis])
         force.addParticle(self.atoms[0], [])
         return force
 
 
+_N_ATOMS = {"dihedral": 4, "distance": 2, "coordinate": 1}
 _BARE_TOPOLOGIES: dict[int, object] = {}
 
 
@@ -109,6 +135,13 @@ class MolecularSystem:
         ``[N]`` in dalton.
     collective_variables : dict
         Name -> :class:`CollectiveVariable`.
+    charge, multiplicity : int
+        Total charge (e) and spin multiplicity, for quantum-chemistry oracles.
+    source : dict
+        Where the system came from (the files and settings of :func:`~openmm_adv.systems.load_system`).
+
+    A system without a reference potential (a structure labelled by xTB or an ASE calculator)
+    has ``_reference_factory=None``; what needs the reference force field says so.
     """
 
     name: str
@@ -117,7 +150,10 @@ class MolecularSystem:
     atomic_numbers: np.ndarray
     masses: np.ndarray
     collective_variables: dict[str, CollectiveVariable]
-    _reference_factory: Callable[[], openmm.System] = field(repr=False)
+    _reference_factory: Optional[Callable[[], openmm.System]] = field(default=None, repr=False)
+    charge: int = 0
+    multiplicity: int = 1
+    source: dict = field(default_factory=dict, repr=False, compare=False)
     _contexts: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -129,8 +165,25 @@ class MolecularSystem:
         """Covalent bonds as 0-based index pairs (empty for a toy particle)."""
         return [(b[0].index, b[1].index) for b in self.topology.bonds()]
 
+    @property
+    def has_reference_potential(self) -> bool:
+        """Whether the system has an OpenMM reference potential (force field or System XML)."""
+        return self._reference_factory is not None
+
     def create_reference_system(self) -> openmm.System:
-        """A new OpenMM ``System`` with the ground-truth potential (no constraints)."""
+        """A new OpenMM ``System`` with the ground-truth potential (no constraints).
+
+        Raises
+        ------
+        ValueError
+            For a system given without a force field or a System XML.
+        """
+        if self._reference_factory is None:
+            raise ValueError(
+                f"system {self.name!r} has no OpenMM reference potential: give force-field XMLs "
+                f"(system.forcefield) or a serialized System (system.system_xml), or label with an "
+                f"oracle that needs none (oracle.kind: xtb or ase) and use samplers that do not run "
+                f"reference MD")
         return self._reference_factory()
 
     def compute_cvs(self, positions: np.ndarray) -> dict[str, np.ndarray]:

@@ -82,5 +82,5 @@ def mueller_brown(scale: float = 0.1) -> MolecularSystem:
 
 def toy_energy(system: MolecularSystem, xy: np.ndarray) -> np.ndarray:
     """Evaluate a toy's analytic energy on points ``[..., 2]`` (vectorised, numpy)."""
-    env = {"x": xy[..., 0], "y": xy[..., 1], "exp": np.exp}
+    env = {"x": xy[..., 0], "y": xy[..., 1], "z": np.zeros_like(xy[..., 0]), "exp": np.exp}
     return eval(system.expression.replace("^", "**"), {"__builtins__": {}}, env)
