@@ -46,17 +46,6 @@ def velocity_time_offset(integrator: openmm.Integrator) -> float:
     return 0.0
 
 
-def _kelvin(temperature) -> float:
-    if unit.is_quantity(temperature):
-        if not temperature.unit.is_compatible(unit.kelvin):
-            raise ValueError(f"temperature has units of {temperature.unit}; pass kelvin (a plain number or unit.kelvin)")
-        temperature = temperature.value_in_unit(unit.kelvin)
-    temperature = float(temperature)
-    if not np.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a finite number of kelvin >= 0, got {temperature}")
-    return temperature
-
-
 def _group_mask(groups) -> int:
     if isinstance(groups, (int, np.integer)):
         return int(groups) & _ALL_GROUPS
@@ -109,7 +98,9 @@ def set_velocities_to_temperature(context: openmm.Context, temperature, seed: in
         For Drude integrators (they draw Drude pairs at their own temperature): set velocities
         with ``context.setVelocitiesToTemperature`` before adding forces that are not integrated.
     """
-    temperature = _kelvin(temperature)
+    from .samplers._replicas import to_kelvin  # the samplers package imports forces, which imports this
+
+    temperature = to_kelvin(temperature)
     integrator = context.getIntegrator()
     if isinstance(integrator, _DRUDE):
         raise ValueError(

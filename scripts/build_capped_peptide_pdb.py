@@ -9,6 +9,7 @@ Run: ``python scripts/build_capped_peptide_pdb.py [--alanines 3] [--phi -70] [--
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,17 +17,8 @@ import openmm
 from openmm import app, unit
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def place(a, b, c, bond, angle_deg, torsion_deg):
-    """Atom d bonded to c with angle b-c-d and dihedral a-b-c-d (natural extension reference frame)."""
-    angle, torsion = np.radians(angle_deg), np.radians(torsion_deg)
-    bc = (c - b) / np.linalg.norm(c - b)
-    n = np.cross(b - a, bc)
-    n /= np.linalg.norm(n)
-    m = np.cross(n, bc)
-    local = np.array([-bond * np.cos(angle), bond * np.sin(angle) * np.cos(torsion), bond * np.sin(angle) * np.sin(torsion)])
-    return c + local[0] * bc + local[1] * m + local[2] * n
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from build_ala2_pdb import place  # noqa: E402  (natural extension reference frame)
 
 
 def heavy_atoms(n_ala: int, phi: float, psi: float):
