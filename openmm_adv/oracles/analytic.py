@@ -64,6 +64,15 @@ class AnalyticOracle(Oracle):
     def _energy_forces(self, positions_nm: np.ndarray) -> tuple[float, np.ndarray]:
         return self.energy_forces_fn(positions_nm)
 
+    def descriptor(self) -> dict:
+        """The potential: an :class:`ExpressionPotential`'s expression, else the function's
+        ``module:qualname``."""
+        fn = self.energy_forces_fn
+        if isinstance(fn, ExpressionPotential):
+            return {"kind": "analytic", "expression": fn.expression}
+        target = fn if hasattr(fn, "__qualname__") else type(fn)
+        return {"kind": "analytic", "function": f"{target.__module__}:{target.__qualname__}"}
+
 
 class ExpressionPotential:
     """Energy and exact forces of one particle from an OpenMM-style expression in x, y, z.

@@ -41,6 +41,10 @@ def resolve_callable(path: str) -> Callable:
     return obj
 
 
+def _qualified_name(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', type(obj).__qualname__)}"
+
+
 def _is_calculator_instance(obj: Any) -> bool:
     # A calculator class (EMT) is a factory; an instance is recognised by ASE's interface.
     return not isinstance(obj, type) and hasattr(obj, "get_potential_energy") and hasattr(obj, "get_forces")
@@ -128,6 +132,21 @@ class ASEOracle(Oracle):
                     f"instead, e.g. ASEOracle(EMT, ...) or ASEOracle('ase.calculators.emt:EMT', ...)"
                 ) from exc
         return super().__getstate__()
+
+    def descriptor(self) -> dict:
+        """The calculator (its ``module:callable`` name, or an instance's class and
+        ``parameters``), its options, and which energy is taken."""
+        if self._instance is not None:
+            calculator = _qualified_name(type(self._instance))
+            parameters = dict(getattr(self._instance, "parameters", {}) or {})
+        else:
+            calculator = self._factory if isinstance(self._factory, str) else _qualified_name(self._factory)
+            parameters = {}
+        out = {"kind": "ase", "calculator": calculator, "calculator_options": self.calculator_options,
+               "force_consistent": self.force_consistent}
+        if parameters:
+            out["parameters"] = parameters
+        return out
 
     def _energy_forces(self, positions_nm: np.ndarray) -> tuple[float, np.ndarray]:
         from ase import Atoms

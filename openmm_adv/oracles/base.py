@@ -137,6 +137,15 @@ class Oracle(abc.ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, n_atoms={self.n_atoms})"
 
+    def descriptor(self) -> dict:
+        """What identifies this oracle's labels: a JSON-able dict with ``kind`` and the settings
+        that change energies or forces (not threads, platform or the provenance ``name``).
+
+        A dataset records it (:mod:`openmm_adv.oracle_record`) and refuses labels whose
+        descriptor differs. Subclasses override it; this fallback names the class.
+        """
+        return {"kind": f"{type(self).__module__}.{type(self).__qualname__}", "name": self.name}
+
     # -- evaluation ----------------------------------------------------------------------
     def _check_positions(self, positions) -> np.ndarray:
         from ..units import to_nm

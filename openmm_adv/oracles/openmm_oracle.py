@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -95,6 +97,14 @@ class OpenMMOracle(Oracle):
         energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         forces = state.getForces(asNumpy=True).value_in_unit(_FORCE_UNIT)
         return energy, np.asarray(forces)
+
+    def descriptor(self) -> dict:
+        """The oracle's identity: a hash of the serialized ``System`` (its forces and their
+        parameters; the OpenMM version that wrote it is left out). Platform and precision are
+        not part of it: they change labels by rounding only."""
+        xml = re.sub(r'\sopenmmVersion="[^"]*"', "", openmm.XmlSerializer.serialize(self.system))
+        return {"kind": "openmm", "n_particles": int(self.system.getNumParticles()),
+                "system_sha256": hashlib.sha256(xml.encode()).hexdigest()[:16]}
 
     def __getstate__(self):
         state = super().__getstate__()

@@ -163,6 +163,12 @@ class XTBOracle(Oracle):
         forces = -np.asarray(result.get("gradient")) * (HARTREE_TO_KJ_PER_MOL / BOHR_TO_NM)
         return energy, forces
 
+    def descriptor(self) -> dict:
+        """Method, charge, multiplicity and electronic temperature: what sets an xTB label
+        (threads and the SCC accuracy and iteration limit change it by convergence noise only)."""
+        return {"kind": "xtb", "method": self.method, "charge": self.charge, "multiplicity": self.multiplicity,
+                "electronic_temperature": self.electronic_temperature}
+
     def __repr__(self) -> str:
         return (f"XTBOracle(name={self.name!r}, n_atoms={self.n_atoms}, method={self.method!r}, "
                 f"charge={self.charge}, multiplicity={self.multiplicity}, threads={self.threads})")
