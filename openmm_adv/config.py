@@ -3,12 +3,14 @@
 Each section is a dataclass; :func:`parse_section` turns a mapping into one, rejecting unknown
 keys, wrong types and impossible values with an error that names the key (``samplers.attack.kT``).
 Limits on a field live in its metadata: ``ge``/``gt``/``le``/``lt`` for numbers, ``choices``
-for strings.
+for strings, ``allow_inf`` for the numbers where ``.inf`` means "no limit" (NaN is never a
+setting). A key given twice in one mapping is an error, not "the last one wins".
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
@@ -122,6 +124,11 @@ def _coerce(tp, value, where: str):
 def _check_limits(meta: dict, value, where: str) -> None:
     if value is None or isinstance(value, (dict, list)):
         return
+    if isinstance(value, float) and not math.isfinite(value):
+        if math.isnan(value):
+            raise ConfigError(f"{where}: .nan is not a setting; give a number")
+        if not meta.get("allow_inf"):
+            raise ConfigError(f"{where}: must be a finite number, got {value}")
     if "choices" in meta and value not in meta["choices"]:
         raise ConfigError(f"{where}: {value!r} is not allowed; use one of {', '.join(map(repr, meta['choices']))}")
     for key, test, words in (("gt", lambda a, b: a > b, "greater than"), ("ge", lambda a, b: a >= b, "at least"),
@@ -165,15 +172,48 @@ def _join(where: str, key) -> str:
     return f"{where}.{key}" if where else str(key)
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key, line: int, first_line: int):
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML
+    keeps the last value silently, so a setting the user wrote would be ignored)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                try:
+                    key = self.construct_object(key_node, deep=True)
+                    hash(key)
+                except (TypeError, yaml.YAMLError):
+                    continue  # unhashable keys are PyYAML's to report
+                line = key_node.start_mark.line + 1
+                if key in seen and key != "<<":
+                    raise _DuplicateKey(key, line, seen[key])
+                seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                                 lambda loader, node: loader.construct_mapping(node))
+
+
 def load_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping, with a clear error for a missing file or bad syntax."""
+    """Read a YAML mapping, with a clear error for a missing file, bad syntax or a key given twice."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path} line {exc.line}: key {exc.key!r} is given twice (also on line {exc.first_line}); "
+                          "YAML would keep only the last one: remove one of them") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
     return data
@@ -233,11 +273,14 @@ class OracleConfig:
     """Ground truth. ``kind``: ``openmm`` (the system's force field), ``xtb`` (GFN2-xTB via
     tblite), ``ase`` (``calculator: module:callable``), ``analytic`` (toys). ``options`` go to
     the oracle (e.g. ``charge``, ``multiplicity``, ``threads`` for xtb; ``platform`` for openmm).
-    ``workers`` > 1 labels in a local process pool."""
+    ``workers`` > 1 labels in a local process pool. A dataset records the oracle that labelled
+    it and refuses labels of another one (another kind, force field, xTB method, charge ...);
+    ``allow_mixed: true`` (or ``--allow-mixed-oracles``) mixes them on purpose."""
 
     kind: str = field(default="openmm", **_limits(choices=("openmm", "xtb", "ase", "analytic")))
     options: dict = field(default_factory=dict)
     workers: int = field(default=1, **_limits(ge=1))
+    allow_mixed: bool = False
 
 
 @dataclass
@@ -354,7 +397,7 @@ class TorsionAttackConfig:
     report_interval: int = field(default=5, **_limits(ge=1))
     novelty_weight: float = field(default=0.0, **_limits(ge=0.0))
     novelty_bandwidth: float = field(default=0.35, **_limits(gt=0.0))
-    novelty_cap: float = field(default=float("inf"), **_limits(gt=0.0))
+    novelty_cap: float = field(default=float("inf"), **_limits(gt=0.0, allow_inf=True))
     spread: bool = False
     seeds: str = field(default="uniform", **_limits(choices=("uniform", "frontier")))
     frontier_bandwidth: Optional[float] = field(default=None, **_limits(gt=0.0))
@@ -475,7 +518,7 @@ class SelectionConfig:
 class LoopConfig:
     """Loop control: ``generations`` sample-label rounds, ``seeds`` seed geometries drawn from
     the dataset per generation, ``seed`` for every random choice, ``threads`` for torch;
-    ``max_label_energy`` (kJ/mol above the dataset's lowest energy) rejects absurd labels
+    ``max_label_energy`` (kJ/mol above or below the dataset's lowest energy) rejects absurd labels
     (null: the molecule's default, :func:`openmm_adv.plausibility.default_max_label_energy`;
     ``.inf`` turns it off)."""
 
@@ -484,7 +527,7 @@ class LoopConfig:
     seed: int = 0
     final_training: bool = True
     threads: Optional[int] = field(default=None, **_limits(ge=1))
-    max_label_energy: Optional[float] = field(default=None, **_limits(gt=0.0))
+    max_label_energy: Optional[float] = field(default=None, **_limits(gt=0.0, allow_inf=True))
 
 
 @dataclass
@@ -529,7 +572,11 @@ SAMPLER_KINDS = tuple(SAMPLER_CONFIGS)
 @dataclass
 class LabelRunConfig:
     """``openmm-adv label``: label the frames of ``input`` (extxyz, an openmm-adv dataset, or any
-    trajectory mdtraj reads with the system's topology) and append them to ``output``."""
+    trajectory mdtraj reads with the system's topology) and append them to ``output``. Labels
+    more than ``max_label_energy`` kJ/mol above or below the lowest energy in ``output`` (in
+    the batch, for a new dataset; null: the molecule's default, see
+    :func:`openmm_adv.plausibility.default_max_label_energy`; ``.inf``: no range check), or
+    with absurd forces, are refused and recorded with the failures."""
 
     input: str
     output: str
@@ -537,6 +584,7 @@ class LabelRunConfig:
     oracle: OracleConfig = field(default_factory=OracleConfig)
     sampler: str = "import"
     generation: int = field(default=0, **_limits(ge=0))
+    max_label_energy: Optional[float] = field(default=None, **_limits(gt=0.0, allow_inf=True))
 
 
 @dataclass
@@ -572,7 +620,7 @@ class InitRunConfig:
     md: InitMDConfig = field(default_factory=InitMDConfig)
     input: Optional[str] = None
     use_file_labels: bool = True
-    max_label_energy: Optional[float] = field(default=None, **_limits(gt=0.0))
+    max_label_energy: Optional[float] = field(default=None, **_limits(gt=0.0, allow_inf=True))
     seed: int = 0
 
 

@@ -47,6 +47,7 @@ KEY_HELP: dict[str, dict[str, str]] = {
         "kind": "ground truth: openmm (the system's force field), xtb (GFN2-xTB), ase (a calculator), analytic (toys)",
         "options": "oracle options, e.g. {platform: CPU} for openmm, {method: GFN2-xTB, threads: 1} for xtb",
         "workers": "label in a local pool of this many processes",
+        "allow_mixed": "let labels of another oracle join a dataset labelled by this one (normally refused)",
     },
     "ModelConfig": {
         "architecture": "painn (equivariant), schnet, mlp (2D toys), or from_committee (your own; null: from_committee for a non-built-in committee, else painn)",
@@ -167,7 +168,7 @@ KEY_HELP: dict[str, dict[str, str]] = {
         "seed": "random seed of every choice in the run",
         "final_training": "retrain once more on the last generation's labels",
         "threads": "torch threads (null: 1, or $OPENMM_ADV_THREADS)",
-        "max_label_energy": "refuse labels this far above the lowest (kJ/mol; null: the molecule's default; .inf: off)",
+        "max_label_energy": "refuse labels this far above or below the dataset's lowest (kJ/mol; null: the molecule's default; .inf: off)",
     },
     "LoopRunConfig": {
         "system": "the molecule",
@@ -187,6 +188,7 @@ KEY_HELP: dict[str, dict[str, str]] = {
         "oracle": "ground truth",
         "sampler": "provenance tag of these frames",
         "generation": "provenance generation of these frames",
+        "max_label_energy": "refuse labels this far above or below the dataset's lowest (kJ/mol; null: the molecule's default; .inf: off)",
     },
     "TrainRunConfig": {
         "output": "committee file to write (.pt, TorchScript with metadata)",
