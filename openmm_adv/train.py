@@ -349,6 +349,10 @@ def train_committee(committee: Committee, positions, energies, forces, config: T
     if not np.all(np.isfinite(e_mae + f_mae)):
         raise ValueError("the trained committee predicts non-finite values on the validation split; "
                          "lower learning_rate or check the data")
+    bad = committee.non_finite_weights()
+    if bad:  # weights the validation frames do not reach can diverge unseen (keep_best: false keeps them)
+        raise ValueError(f"training left non-finite weights ({', '.join(bad[:3])}); the committee is not kept: "
+                         "lower learning_rate or check the data")
     report = TrainingReport(e_mae, f_mae, e_rmse, f_rmse, best_epoch, epoch + 1, time.perf_counter() - start,
                             history, comm)
     committee.metadata.update(

@@ -221,9 +221,26 @@ class Committee:
         return np.concatenate(e_out), np.concatenate(f_out), np.concatenate(u_out)
 
     # ------------------------------------------------------------------ persistence
+    def non_finite_weights(self) -> list[str]:
+        """Names of the parameters and buffers that hold NaN or infinite values."""
+        return [name for name, value in self.potential.state_dict().items()
+                if torch.is_floating_point(value) and not bool(torch.isfinite(value).all())]
+
     def save(self, path: str | Path, **extra_metadata) -> Path:
-        """Write a TorchScript file with the metadata stored inside it (``_extra_files``)."""
+        """Write a TorchScript file with the metadata stored inside it (``_extra_files``).
+
+        Raises
+        ------
+        CommitteeError
+            For weights that are not finite (a diverged training): such a committee predicts
+            NaN, so it is never written.
+        """
         path = Path(path)
+        bad = self.non_finite_weights()
+        if bad:
+            raise CommitteeError(f"the committee has non-finite weights ({', '.join(bad[:3])}"
+                                 f"{' ...' if len(bad) > 3 else ''}), so {path} is not written: it would predict NaN; "
+                                 "retrain with a lower learning_rate or check the data")
         metadata = dict(self.metadata)
         metadata.update(extra_metadata)
         metadata.update(format_version=FORMAT_VERSION, openmm_adv_version=__version__, torch_version=torch.__version__)
@@ -257,9 +274,10 @@ class Committee:
             ) from exc
         if not extra[METADATA_FILE]:
             raise CommitteeError(f"{path} has no openmm-adv metadata; was it written by Committee.save?")
-        metadata = json.loads(extra[METADATA_FILE])
+        metadata = _parse_metadata(extra[METADATA_FILE], path)
         if not hasattr(module, "energies_and_forces"):
             raise CommitteeError(f"{path} is a TorchScript module but not an openmm-adv committee")
+        _check_metadata_matches(metadata, module, path)
         committee = cls(module, metadata)
         if system is not None:
             committee.check_compatible(system)
@@ -286,6 +304,35 @@ class Committee:
             f"Committee({self.metadata.get('architecture', 'custom')}, members={self.n_members}, "
             f"atoms={self.n_atoms}, scripted={self.is_scripted})"
         )
+
+
+def _parse_metadata(text, path: Path) -> dict:
+    """The metadata stored in a committee file, or a :class:`CommitteeError` naming the file."""
+    try:
+        metadata = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CommitteeError(f"{path}: its metadata ({METADATA_FILE}) is not valid JSON ({exc}); the file is "
+                             "corrupt: restore it or save the committee again") from None
+    if not isinstance(metadata, dict):
+        raise CommitteeError(f"{path}: its metadata ({METADATA_FILE}) is a JSON {type(metadata).__name__}, not an "
+                             "object; the file is corrupt: restore it or save the committee again")
+    return metadata
+
+
+def _check_metadata_matches(metadata: dict, module, path: Path) -> None:
+    """The metadata's atoms and member count must be the model's (a file pieced together from
+    two committees, or edited by hand, would otherwise be used with the wrong atoms)."""
+    fix = "the file is corrupt: restore it or save the committee again"
+    members = metadata.get("n_members")
+    if members is not None and members != int(module.n_members):
+        raise CommitteeError(f"{path}: its metadata gives {members!r} members, the model inside has "
+                             f"{int(module.n_members)}; {fix}")
+    numbers = metadata.get("atomic_numbers")
+    actual = [int(z) for z in module.atomic_numbers.tolist()]
+    if numbers is not None and numbers != actual:
+        size = len(numbers) if isinstance(numbers, list) else "?"
+        raise CommitteeError(f"{path}: the atomic_numbers in its metadata ({size} atoms) are not the model's "
+                             f"({len(actual)} atoms); {fix}")
 
 
 # TorchScript's first complaint about a member class: later attempts on the same class only
