@@ -41,7 +41,17 @@ def build_system(config):
 
 
 def load_data(config: DataConfig, system=None, where: str = "data") -> Dataset:
-    """Load a dataset (``default`` = the shipped alanine dipeptide frames), optionally a subset."""
+    """Load a dataset (``default`` = the shipped alanine dipeptide frames), optionally a subset.
+
+    Raises
+    ------
+    ConfigError
+        For a missing, empty, unreadable or other-molecule file, non-finite values (the rows
+        are named) and positions that are not in nm (see
+        :func:`openmm_adv.plausibility.units_problem`).
+    """
+    from .plausibility import units_problem
+
     if config.path == "default":
         if system is not None and system.name in ("double_well", "mueller_brown"):
             return toy_initial_data(system, config.max_frames or 20, config.seed)
@@ -53,12 +63,18 @@ def load_data(config: DataConfig, system=None, where: str = "data") -> Dataset:
         path = Path(config.path)
     if not path.exists():
         raise ConfigError(f"{where}.path: {path} does not exist")
-    if path.suffix in (".xyz", ".extxyz"):
-        data = Dataset.from_extxyz(path)
-    else:
-        data = Dataset.load(path)
+    try:
+        data = Dataset.from_extxyz(path) if path.suffix in (".xyz", ".extxyz") else Dataset.load(path)
+    except ValueError as exc:
+        raise ConfigError(f"{where}.path: {exc}") from exc
+    if len(data) == 0:
+        raise ConfigError(f"{where}.path: {path} holds no structures; give a dataset with labelled frames "
+                          "(make one with 'openmm-adv init' or 'openmm-adv label')")
     if system is not None and not np.array_equal(data.atomic_numbers, system.atomic_numbers):
         raise ConfigError(f"{where}.path: {path} holds {data.n_atoms} atoms that do not match system {system.name}")
+    problem = units_problem(data.atomic_numbers, data.positions)
+    if problem is not None:
+        raise ConfigError(f"{where}.path: {path}: {problem}")
     if config.max_frames is not None and config.max_frames < len(data):
         pick = np.sort(np.random.default_rng(config.seed).choice(len(data), config.max_frames, replace=False))
         data = data.subset(pick)
@@ -137,8 +153,11 @@ def attack_options(config: AttackConfig, system, progress: bool) -> dict:
 def build_sampler(kind: str, options, system, progress: bool = True):
     """The sampler of ``kind`` configured by its section (see :data:`openmm_adv.config.SAMPLER_CONFIGS`)."""
     from . import samplers
+    from .platforms import check_platform
 
     settings = asdict(options)
+    if "platform" in settings:
+        check_platform(settings["platform"], f"samplers.{kind}.platform")
     common = dict(geometry_check=system, progress=progress)
     if kind == "attack":
         return samplers.AttackSampler(**attack_options(options, system, progress))

@@ -20,10 +20,13 @@ def _demo(args) -> int:
     return 0
 
 
-def _load_config(cls, path):
+def _load_config(cls, path, args=None):
     from .config import load_yaml, parse_section
 
-    return parse_section(cls, load_yaml(path))
+    config = parse_section(cls, load_yaml(path))
+    if getattr(args, "allow_mixed_oracles", False):
+        config.oracle.allow_mixed = True
+    return config
 
 
 def _init(args) -> int:
@@ -46,7 +49,7 @@ def _label(args) -> int:
     from .commands import run_label
     from .config import LabelRunConfig
 
-    run_label(_load_config(LabelRunConfig, args.config), progress=not args.quiet)
+    run_label(_load_config(LabelRunConfig, args.config, args), progress=not args.quiet)
     return 0
 
 
@@ -70,7 +73,7 @@ def _loop(args) -> int:
     from .commands import run_loop
     from .config import LoopRunConfig
 
-    config = _load_config(LoopRunConfig, args.config)
+    config = _load_config(LoopRunConfig, args.config, args)
     run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
     run_loop(config, run_dir, progress=not args.quiet)
     return 0
@@ -133,11 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     with_config("init", "make the first labelled dataset of a molecule (reference MD, thermal normal-mode "
                         "displacements, or frames of an existing trajectory)", _init)
     with_config("md", "run MD on a committee's mean energy, logging its uncertainty and the frames to label", _md)
-    with_config("label", "label geometries with a ground-truth oracle and append them to a dataset", _label)
+    label = with_config("label", "label geometries with a ground-truth oracle and append them to a dataset", _label)
+    mixing = ("let labels of another oracle join a dataset labelled by a different one (normally refused; "
+              "config: oracle.allow_mixed)")
+    label.add_argument("--allow-mixed-oracles", action="store_true", help=mixing)
     with_config("train", "train a committee on a dataset and save it as TorchScript", _train)
     with_config("attack", "attack seed geometries with a committee and write the selected candidates", _attack)
     loop = with_config("loop", "run (or resume) the active-learning loop", _loop)
     loop.add_argument("--run-dir", default=None, help="run folder (default: runs/<config name>); rerun to resume")
+    loop.add_argument("--allow-mixed-oracles", action="store_true", help=mixing)
     export = sub.add_parser("export", help="convert a dataset between HDF5 (.h5) and extended XYZ (.extxyz)")
     export.add_argument("dataset", help="dataset file (.h5 or .extxyz), or a loop run folder")
     export.add_argument("--output", required=True, help="output file (.extxyz or .h5)")
@@ -170,7 +177,11 @@ def main(argv=None) -> int:
         print(f"openmm-adv {args.command}: interrupted; finished work is saved (rerun to resume)", file=sys.stderr)
         return 130
     except (ValueError, FileNotFoundError, LoopBusyError) as exc:
-        print(f"openmm-adv {args.command}: error: {exc}", file=sys.stderr)
+        print(f"openmm-adv {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file that cannot be read or written after the start-up checks
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"openmm-adv {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
 
 

@@ -28,6 +28,7 @@ from .builders import (
     load_data,
 )
 from .data import Dataset, read_extxyz, write_extxyz
+from .outputs import check_writable_file, check_writable_folder
 
 __all__ = ["run_init", "run_md", "run_label", "run_train", "run_attack", "run_loop", "run_export", "example_config"]
 
@@ -43,9 +44,14 @@ def _read_frames(path: Path, system) -> np.ndarray:
         return positions
     if path.suffix in (".h5", ".hdf5"):
         try:
-            return Dataset.load(path).positions
+            data = Dataset.load(path, check_finite=False)  # only the positions are read: the oracle checks them
         except ValueError:
             pass  # maybe an mdtraj HDF5 trajectory
+        else:
+            if not np.array_equal(data.atomic_numbers, system.atomic_numbers):
+                raise ValueError(f"{path}: its atoms do not match system {system.name} ({data.n_atoms} vs "
+                                 f"{system.n_atoms} atoms)")
+            return data.positions
     import mdtraj
 
     topology = mdtraj.Topology.from_openmm(system.topology)
@@ -61,29 +67,72 @@ def _read_frames(path: Path, system) -> np.ndarray:
 def run_label(config: cfg.LabelRunConfig, progress: bool = True, echo=print) -> dict:
     """Label every frame of ``config.input`` and append the successes to ``config.output``.
 
-    Failures are written to ``<output>.failures.json`` with their reasons; they never stop the run.
+    Before the oracle runs, the output must be writable and, when it exists, a readable dataset
+    of the same molecule labelled by the same oracle (see :mod:`openmm_adv.oracle_record`;
+    ``config.oracle.allow_mixed`` lets another one in), and the input's geometry must be in nm.
+    Labels that fail, or that :func:`openmm_adv.plausibility.label_problems` refuses (out of the
+    data's energy range, absurd forces), are written to ``<output>.failures.json`` with their
+    reasons; they never stop the run, but a run in which every label is refused is an error.
     """
+    from .oracle_record import check_oracle
+    from .plausibility import label_problems, units_problem
+
+    output = Path(config.output)
+    check_writable_file(output, "output")
     system = build_system(config.system)
-    oracle = build_oracle(config.oracle, system)
+    existing = _label_target(output, system)
     positions = _read_frames(Path(config.input), system)
+    problem = units_problem(system.atomic_numbers, positions)
+    if problem is not None:
+        raise ValueError(f"input {config.input}: {problem}")
+    oracle = build_oracle(config.oracle, system)
+    record = check_oracle(oracle, existing, str(output), config.oracle.allow_mixed, echo)
     echo(f"labelling {len(positions)} frames of {config.input} with {oracle.name} ({config.oracle.workers} worker(s))")
     start = time.perf_counter()
     labels = oracle.label(positions, n_workers=config.oracle.workers)
-    ok = np.asarray(labels.ok, dtype=bool)
+    reasons = list(labels.errors)
+    labelled = np.asarray(labels.ok, dtype=bool)
+    ok = labelled.copy()
+    # The data's lowest energy, or for a new dataset the batch's median (robust to one outlier).
+    lowest = (float(existing.energies.min()) if len(existing)
+              else float(np.median(labels.energies[ok])) if ok.any() else None)
+    cap = _label_cap(config.max_label_energy, system)
+    for i, problem in zip(np.flatnonzero(ok), label_problems(labels.energies[ok], labels.forces[ok], system.n_atoms,
+                                                               lowest, cap)):
+        if problem is not None:
+            ok[i], reasons[i] = False, problem
+    failures = [{"frame": int(i), "reason": reasons[i]} for i in np.flatnonzero(~ok)]
+    failure_path = Path(str(output) + ".failures.json")
+    if failures:
+        _atomic_write_json(failure_path, failures)
+    if labelled.any() and not ok.any():
+        first = next(f for f in failures if labelled[f["frame"]])
+        raise ValueError(f"every label was refused, nothing was appended to {output}; frame {first['frame']}: "
+                         f"{first['reason']} (all reasons in {failure_path})")
     records = Dataset(system.atomic_numbers)
     if ok.any():
         records.append(positions[ok], labels.energies[ok], labels.forces[ok], generation=config.generation,
                        sampler=config.sampler, oracle=oracle.name)
-    size = Dataset.append_to_file(config.output, records)
-    failures = [{"frame": int(i), "reason": reason} for i, reason in labels.failures()]
-    failure_path = Path(str(config.output) + ".failures.json")
-    if failures:
-        failure_path.write_text(json.dumps(failures, indent=1) + "\n")
+        records.oracle_record = record
+    size = Dataset.append_to_file(output, records, allow_mixed_oracles=config.oracle.allow_mixed)
     summary = {"frames": len(positions), "labelled": int(ok.sum()), "failed": len(failures),
                "dataset_size": size, "seconds": time.perf_counter() - start}
-    echo(f"labelled {summary['labelled']}/{summary['frames']} in {summary['seconds']:.1f} s; {config.output} now holds {size}"
-         + (f"; {len(failures)} failures in {failure_path}" if failures else ""))
+    echo(f"labelled {summary['labelled']}/{summary['frames']} in {summary['seconds']:.1f} s; {output} now holds {size}"
+         + (f"; {len(failures)} failed or refused, reasons in {failure_path}" if failures else ""))
     return summary
+
+
+def _label_target(output: Path, system) -> Dataset:
+    """The dataset labels will be appended to (empty when ``output`` does not exist yet),
+    read whole so that a truncated, corrupt or other-molecule file fails before any labelling."""
+    if not output.exists():
+        return Dataset(system.atomic_numbers)
+    data = Dataset.load(output)
+    if not np.array_equal(data.atomic_numbers, system.atomic_numbers):
+        raise ValueError(f"output {output} holds another molecule ({data.n_atoms} atoms) than system {system.name} "
+                         f"({system.n_atoms} atoms, or another atom order); label into a dataset of this molecule or "
+                         "a new file")
+    return data
 
 
 def run_init(config: cfg.InitRunConfig, progress: bool = True, echo=print) -> dict:
@@ -100,6 +149,7 @@ def run_init(config: cfg.InitRunConfig, progress: bool = True, echo=print) -> di
     from tqdm.auto import tqdm
 
     from . import initial_data as init
+    from .plausibility import label_problems, units_problem
 
     output = Path(config.output)
     if output.exists():
@@ -107,6 +157,7 @@ def run_init(config: cfg.InitRunConfig, progress: bool = True, echo=print) -> di
                          f"add frames with 'openmm-adv label'")
     if not output.parent.exists():
         raise ValueError(f"the folder of {output} does not exist: create it first")
+    check_writable_file(output, "output")
     system = build_system(config.system)
     method = config.method
     if method == "auto":
@@ -155,6 +206,9 @@ def run_init(config: cfg.InitRunConfig, progress: bool = True, echo=print) -> di
         records = _import_frames(Path(config.input), system, config)
         positions = records.positions if records is not None else _read_frames(Path(config.input), system)
         info["frames_in_file"] = int(len(positions))
+        problem = units_problem(system.atomic_numbers, positions)
+        if problem is not None:
+            raise ValueError(f"input {config.input}: {problem}")
         if len(positions) > config.n_frames:  # evenly spaced: a trajectory's neighbours are near copies
             pick = np.linspace(0, len(positions) - 1, config.n_frames).round().astype(int)
             positions = positions[pick]
@@ -166,19 +220,29 @@ def run_init(config: cfg.InitRunConfig, progress: bool = True, echo=print) -> di
         ok = np.asarray(labels.ok, dtype=bool)
         info["oracle_failures"] = int((~ok).sum())
         positions, energies, forces = positions[ok], labels.energies[ok], labels.forces[ok]
-        label_source = oracle.name
+        label_source, record = oracle.name, oracle.descriptor()
     else:
-        energies, forces, label_source = records.energies, records.forces, "file"
+        energies, forces, label_source, record = records.energies, records.forces, "file", records.oracle_record
     if len(energies) == 0:
         raise ValueError("no frame was labelled: see the oracle's failures above")
     cap = _label_cap(config.max_label_energy, system)
     above = energies - energies.min()
     keep = above <= cap if cap is not None else np.ones(len(above), dtype=bool)
+    problems = label_problems(energies, forces, system.n_atoms)  # absurd forces or energies per atom
+    sane = np.array([p is None for p in problems], dtype=bool)
+    if not (keep & sane).any():
+        reason = next(p for p in problems if p is not None)  # the lowest label is never above the cap
+        raise ValueError(f"no label is plausible, {output} is not written; e.g. {reason}")
+    refused_implausible = int((keep & ~sane).sum())
+    keep &= sane
+    above = energies - energies[keep].min()
     dataset = Dataset(system.atomic_numbers)
     dataset.append(positions[keep], energies[keep], forces[keep], generation=0, sampler=f"init_{method}",
                    oracle=label_source)
+    dataset.oracle_record = record
     dataset.save(output)
-    summary = {**info, "frames": int(len(energies)), "kept": int(keep.sum()), "refused_above_cap": int((~keep).sum()),
+    summary = {**info, "frames": int(len(energies)), "kept": int(keep.sum()), "refused_above_cap": int((~keep).sum()) - refused_implausible,
+               "refused_implausible": refused_implausible,
                "max_label_energy_kj_mol": cap, "oracle_calls": oracle_calls,
                "energy_above_min_kj_mol": {"median": float(np.median(above[keep])), "p95": float(np.percentile(above[keep], 95)),
                                            "max": float(above[keep].max())},
@@ -192,7 +256,8 @@ def run_init(config: cfg.InitRunConfig, progress: bool = True, echo=print) -> di
     echo(f"wrote {summary['kept']} labelled frames to {output} ({method}; {oracle_calls} oracle calls, "
          f"{summary['seconds']:.0f} s); energies above the lowest: median {e['median']:.1f}, 95th percentile "
          f"{e['p95']:.1f}, max {e['max']:.1f} kJ/mol; force RMS {summary['force_rms_kj_mol_nm']:.0f} kJ/mol/nm"
-         + (f"; {summary['refused_above_cap']} refused above {cap:.0f} kJ/mol" if summary["refused_above_cap"] else ""))
+         + (f"; {summary['refused_above_cap']} refused above {cap:.0f} kJ/mol" if summary["refused_above_cap"] else "")
+         + (f"; {refused_implausible} refused as implausible (absurd forces or energy)" if refused_implausible else ""))
     for name, r in summary["cvs"].items():
         echo(f"  {name}: {r['min']:.3g} to {r['max']:.3g} {r['unit']} (median {r['median']:.3g})")
     return summary
@@ -255,10 +320,12 @@ def run_md(config: cfg.MDRunConfig, progress: bool = True, echo=print) -> dict:
     from .forces import mean_energy_force, set_velocities_to_temperature
     from .geometry import GeometryCheck
     from .models import Committee
+    from .platforms import check_platform
     from .reporter import UncertaintyLimitExceeded, UncertaintyReporter
 
+    out = check_writable_folder(config.output, "output folder")
+    check_platform(config.platform, "platform")
     configure_threads(config.threads)
-    out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     system = build_system(config.system)
     committee = Committee.load(committee_path(config.committee), system=system)
@@ -345,6 +412,7 @@ class _BrokenMoleculeStop:
 
 def run_train(config: cfg.TrainRunConfig, progress: bool = True, echo=print) -> dict:
     """Train a committee on ``config.data`` and save it (TorchScript + metadata) to ``config.output``."""
+    check_writable_file(config.output, "output")
     configure_threads(config.threads)
     system = build_system(config.system)
     data = load_data(config.data, system)
@@ -374,8 +442,11 @@ def run_train(config: cfg.TrainRunConfig, progress: bool = True, echo=print) -> 
 def run_attack(config: cfg.AttackRunConfig, progress: bool = True, echo=print) -> dict:
     """Attack seeds with a committee, select, and write the chosen geometries (unlabelled extxyz)."""
     from .models import Committee
+    from .platforms import check_platform
     from .samplers import Attack
 
+    check_writable_file(config.output, "output")
+    check_platform(config.attack.platform, "attack.platform")
     configure_threads(config.threads)
     system = build_system(config.system)
     committee = Committee.load(committee_path(config.committee), system=system)
@@ -407,6 +478,7 @@ def run_loop(config: cfg.LoopRunConfig, run_dir: str | Path, progress: bool = Tr
     """Run or resume the active-learning loop described by ``config`` in ``run_dir``."""
     from .loop import ActiveLearningLoop
 
+    check_writable_folder(run_dir, "run folder")
     configure_threads(config.loop.threads)
     system = build_system(config.system)
     initial_committee = committee_path(config.initial_committee)
@@ -437,6 +509,7 @@ def run_loop(config: cfg.LoopRunConfig, run_dir: str | Path, progress: bool = Tr
         label_workers=config.oracle.workers,
         final_training=config.loop.final_training,
         max_label_energy=_label_cap(config.loop.max_label_energy, system),
+        allow_mixed_oracles=config.oracle.allow_mixed,
         progress=progress,
         settings=settings,
         echo=echo,
@@ -447,19 +520,33 @@ def run_loop(config: cfg.LoopRunConfig, run_dir: str | Path, progress: bool = Tr
 
 
 def run_export(source: str | Path, output: str | Path, generation: int | None = None, echo=print) -> Path:
-    """Convert between an openmm-adv HDF5 dataset and extended XYZ (a run folder means its dataset)."""
+    """Convert between an openmm-adv HDF5 dataset and extended XYZ (a run folder means its dataset).
+
+    Raises
+    ------
+    ValueError
+        For an output name that is neither .extxyz nor .h5, an output that cannot be written, or
+        a ``generation`` the dataset does not hold (the message lists those it does).
+    """
     source, output = Path(source), Path(output)
+    if output.suffix not in (".xyz", ".extxyz", ".h5", ".hdf5"):
+        raise ValueError(f"--output {output}: use a .extxyz or .h5 file name")
+    check_writable_file(output, "--output")
     if source.is_dir():
         source = source / "dataset.h5"
+    if not source.exists():
+        raise FileNotFoundError(f"dataset {source} does not exist")
     data = Dataset.from_extxyz(source) if source.suffix in (".xyz", ".extxyz") else Dataset.load(source)
     if generation is not None:
+        held = np.unique(data.provenance["generation"])
+        if generation not in held:
+            raise ValueError(f"--generation {generation}: {source} holds no records of it; its generations are "
+                             f"{', '.join(str(int(g)) for g in held) or 'none (it is empty)'}")
         data = data.subset(np.flatnonzero(data.provenance["generation"] == generation))
     if output.suffix in (".xyz", ".extxyz"):
         data.to_extxyz(output)
-    elif output.suffix in (".h5", ".hdf5"):
-        data.save(output)
     else:
-        raise ValueError(f"--output {output}: use a .extxyz or .h5 file name")
+        data.save(output)
     echo(f"wrote {len(data)} structures to {output}")
     return output
 

@@ -39,14 +39,32 @@ def run_demo(
     Writes ``ramachandran.png``, ``attacked.pdb`` (one MODEL per valid attack), ``attacked.extxyz``
     (with Amber labels) and ``summary.json`` to ``output_dir``, prints a table and returns the
     summary. ``kT`` is in kJ/mol (20.9 kJ/mol = 5 kcal/mol, a value of the original paper).
+
+    Raises
+    ------
+    ValueError
+        Before any work, for settings out of range (``n_seeds`` beyond the shipped frames), a
+        platform OpenMM cannot run here, or an output folder that cannot be written.
     """
+    from .outputs import check_writable_folder
+    from .platforms import check_platform
+
     t0 = time.perf_counter()
+    data = Dataset.load(default_dataset_path())
+    if not 1 <= int(n_seeds) <= len(data):
+        raise ValueError(f"--seeds must be between 1 and {len(data)} (the shipped frames the seeds are drawn from), "
+                         f"got {n_seeds}")
+    for flag, value in (("--steps", n_steps), ("--kT", kT), ("--step-size", step_size)):
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{flag} must be a positive number, got {value}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {threads}")
+    check_platform(platform, "--platform")
+    out = check_writable_folder(output_dir, "--output folder")
     configure_threads(threads)
-    out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     system = alanine_dipeptide()
     committee = Committee.load(committee_path or default_committee_path(), system=system)
-    data = Dataset.load(default_dataset_path())
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(data), size=n_seeds, replace=False))
     seeds = data.positions[pick]

@@ -35,6 +35,8 @@ from ._errors import LoopBusyError, first_line
 from .data import Dataset
 from .models.committee import Committee
 from .models.own import is_builtin
+from .oracle_record import check_oracle, descriptor_of, merge_records
+from .plausibility import label_problems
 from .samplers.candidates import Candidates
 from .selection import Selector
 from .train import FROM_COMMITTEE, CommitteeTrainer
@@ -90,7 +92,14 @@ class ActiveLearningLoop:
         the dataset is rejected: recorded with its reason like an oracle failure, counted as an
         oracle call, never trained on. Biased MD on a weak committee can fall into "holes"
         (near-clashes the committee thinks are low in energy) whose labels, thousands of kJ/mol
-        up, wreck the next committee. ``None``: keep every label.
+        up, wreck the next committee. So is one more than this below it (another oracle's
+        energy zero). ``None``: no range check. Labels with absurd forces or energies per atom
+        are rejected either way (:func:`openmm_adv.plausibility.label_problems`).
+    allow_mixed_oracles : bool
+        The dataset records its oracle (:mod:`openmm_adv.oracle_record`); a run whose oracle
+        is not the one that labelled ``initial_data`` (or the run's dataset, on resume) is
+        refused before any work unless this is true. Initial data without a record are probed:
+        the oracle relabels their lowest-energy frame (one oracle call).
     progress : bool
     settings : dict, optional
         A JSON description of the run (the CLI passes its config). Stored in ``loop.json``;
@@ -114,6 +123,7 @@ class ActiveLearningLoop:
         label_workers: int = 1,
         final_training: bool = True,
         max_label_energy: float | None = None,
+        allow_mixed_oracles: bool = False,
         progress: bool = True,
         settings: dict | None = None,
         echo: Callable[[str], None] | None = print,
@@ -147,6 +157,7 @@ class ActiveLearningLoop:
         if max_label_energy is not None and not max_label_energy > 0:
             raise ValueError(f"max_label_energy must be a positive energy in kJ/mol, got {max_label_energy}")
         self.max_label_energy = None if max_label_energy is None else float(max_label_energy)
+        self.allow_mixed_oracles = bool(allow_mixed_oracles)
         self.progress = progress
         self.settings = settings if settings is not None else self._default_settings()
         self.oracle_calls_this_session = 0
@@ -240,6 +251,17 @@ class ActiveLearningLoop:
                 raise ValueError(f"{self.dataset_path} exists but was not created by this loop; use a new run folder")
             Dataset.append_to_file(self.dataset_path, self.initial_data, tag="initial")
 
+    def _check_oracle(self) -> None:
+        """Refuse, before any work, an oracle other than the one that labelled the data; a new
+        run's initial data take the record the dataset file will carry."""
+        if self.dataset_path.exists() and "initial" in Dataset.file_tags(self.dataset_path):
+            merge_records(Dataset.file_oracle_record(self.dataset_path), descriptor_of(self.oracle),
+                          self.allow_mixed_oracles, str(self.dataset_path))
+            return
+        record = check_oracle(self.oracle, self.initial_data, "initial_data", self.allow_mixed_oracles, self.echo)
+        self.initial_data = self.initial_data.subset(np.arange(len(self.initial_data)))
+        self.initial_data.oracle_record = record
+
     # ------------------------------------------------------------------ run
     def run(self) -> list[dict]:
         """Run (or resume) every generation; returns the log records."""
@@ -249,6 +271,7 @@ class ActiveLearningLoop:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise LoopBusyError(f"another openmm-adv loop is running in {self.run_dir}; wait for it or use another run folder") from None
+            self._check_oracle()
             self._prepare()
             for generation in range(1, self.n_generations + 1):
                 self._generation(generation)
@@ -366,13 +389,14 @@ class ActiveLearningLoop:
         bar = tqdm(total=len(pending), desc=f"labels gen {g}", disable=not self.progress, leave=False)
         # The dataset is not appended to before this generation's labels are all saved, so
         # the threshold is the same on resume.
-        lowest = float(Dataset.load(self.dataset_path).energies.min()) if self.max_label_energy and pending else None
+        lowest = float(Dataset.load(self.dataset_path).energies.min()) if pending else None
 
         def save(i: int, labels, seconds: float) -> None:
             ok, error = bool(labels.ok[0]), labels.errors[0] or ""
-            if ok and lowest is not None and labels.energies[0] - lowest > self.max_label_energy:
-                ok, error = False, (f"rejected: reference energy {labels.energies[0] - lowest:.0f} kJ/mol above the "
-                                    f"dataset's lowest, over max_label_energy = {self.max_label_energy:g}")
+            problem = label_problems(labels.energies[:1], labels.forces[:1], self.system.n_atoms, lowest,
+                                     self.max_label_energy)[0] if ok else None
+            if problem is not None:
+                ok, error = False, problem
             _atomic_savez(label_dir / f"{i:05d}.npz", dict(
                 energy=np.asarray(labels.energies[0], float), forces=np.asarray(labels.forces[0], float),
                 ok=np.asarray(ok), error=np.array(error),
@@ -420,7 +444,9 @@ class ActiveLearningLoop:
                     seed_index=selected["seed_index"][rows], uncertainty=selected["uncertainty"][rows],
                     oracle=str(labels[rows[0]]["oracle"]),
                 )
-        Dataset.append_to_file(self.dataset_path, records, tag=f"generation-{g}")
+        records.oracle_record = descriptor_of(self.oracle)
+        Dataset.append_to_file(self.dataset_path, records, tag=f"generation-{g}",
+                               allow_mixed_oracles=self.allow_mixed_oracles)
         self._checkpoint("appended", g)
 
     def _log_stage(self, g: int, gdir: Path) -> dict:

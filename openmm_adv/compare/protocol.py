@@ -81,7 +81,7 @@ class CompareProtocol:
     seed: int = 0
     threads: Optional[int] = field(default=None, metadata={"ge": 1})
     # kJ/mol above the dataset's lowest energy: labels beyond it are rejected (see ActiveLearningLoop).
-    max_label_energy: Optional[float] = field(default=None, metadata={"gt": 0.0})
+    max_label_energy: Optional[float] = field(default=None, metadata={"gt": 0.0, "allow_inf": True})
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     description: str = ""
 
