@@ -241,8 +241,8 @@ def run_init(config: cfg.InitRunConfig, progress: bool = True, echo=print) -> di
                    oracle=label_source)
     dataset.oracle_record = record
     dataset.save(output)
-    summary = {**info, "frames": int(len(energies)), "kept": int(keep.sum()), "refused_above_cap": int((~keep).sum()) - refused_implausible,
-               "refused_implausible": refused_implausible,
+    summary = {**info, "frames": int(len(energies)), "kept": int(keep.sum()),
+               "refused_above_cap": int((~keep).sum()) - refused_implausible, "refused_implausible": refused_implausible,
                "max_label_energy_kj_mol": cap, "oracle_calls": oracle_calls,
                "energy_above_min_kj_mol": {"median": float(np.median(above[keep])), "p95": float(np.percentile(above[keep], 95)),
                                            "max": float(above[keep].max())},

@@ -96,8 +96,10 @@ class Dataset:
     def non_finite_rows(self) -> dict[str, np.ndarray]:
         """Rows whose positions, energies or forces are not finite, by array name (empty when clean)."""
         bad = {}
+        if len(self) == 0:
+            return bad
         for name in ("positions", "energies", "forces"):
-            values = np.asarray(getattr(self, name), dtype=np.float64).reshape(len(self), -1) if len(self) else np.zeros((0, 1))
+            values = np.asarray(getattr(self, name), dtype=np.float64).reshape(len(self), -1)
             rows = np.flatnonzero(~np.isfinite(values).all(axis=1))
             if len(rows):
                 bad[name] = rows
@@ -124,7 +126,9 @@ class Dataset:
         from .oracle_record import merge_records
 
         self._check_same_atoms(other)
-        record = merge_records(self.oracle_record, other.oracle_record, allow_mixed_oracles) if len(other) else self.oracle_record
+        record = self.oracle_record
+        if len(other):
+            record = merge_records(record, other.oracle_record, allow_mixed_oracles)
         self.positions = np.concatenate([self.positions, other.positions])
         self.energies = np.concatenate([self.energies, other.energies])
         self.forces = np.concatenate([self.forces, other.forces])
@@ -251,7 +255,7 @@ class Dataset:
             with h5py.File(path, "r") as f:
                 return _read_oracle_record(f, path)
         except OSError as exc:
-            raise ValueError(f"cannot read dataset {path} (missing or corrupt HDF5): {first_line(exc)}") from exc
+            raise ValueError(_unreadable(path, exc)) from exc
 
     @classmethod
     def load(cls, path: str | Path, check_finite: bool = True) -> "Dataset":
@@ -277,7 +281,7 @@ class Dataset:
                 out.provenance = {k: f["provenance"][k][()] for k in _PROVENANCE}
                 out.oracle_record = _read_oracle_record(f, path)
         except (OSError, KeyError) as exc:
-            raise ValueError(f"cannot read dataset {path} (missing or corrupt HDF5): {first_line(exc)}") from exc
+            raise ValueError(_unreadable(path, exc)) from exc
         sizes = {len(out.positions), len(out.energies), len(out.forces), *(len(v) for v in out.provenance.values())}
         if len(sizes) != 1:
             raise ValueError(f"dataset {path} is inconsistent (arrays of lengths {sorted(sizes)}); it is corrupt")
@@ -316,7 +320,11 @@ def _inspect(path: Path):
                 raise ValueError(f"{path} is an HDF5 file but not an openmm-adv dataset")
             return f["atomic_numbers"][()], f["energies"].maxshape[0] is None, _tags(f)
     except (OSError, KeyError) as exc:
-        raise ValueError(f"cannot read dataset {path} (missing or corrupt HDF5): {first_line(exc)}") from exc
+        raise ValueError(_unreadable(path, exc)) from exc
+
+
+def _unreadable(path, exc: BaseException) -> str:
+    return f"cannot read dataset {path} (truncated or corrupt HDF5: {first_line(exc)}); restore it or write to a new file"
 
 
 def _write_oracle_record(f, record: dict | None) -> None:
