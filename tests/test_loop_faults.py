@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -222,3 +223,241 @@ def test_a_run_killed_again_and_again_at_random_points_ends_like_the_uninterrupt
     assert_same_dataset(ref_dir / "dataset.h5", tmp_path / "dataset.h5")
     assert_same_log(ref_dir / "log.jsonl", tmp_path / "log.jsonl")
     assert ref_calls <= CountingOracle.calls <= ref_calls + len(kills)
+
+
+@pytest.mark.slow
+def test_a_real_sigkill_at_a_random_fault_point_then_resume(tmp_path, reference):
+    """The same with a real SIGKILL (no Python clean-up: open HDF5 handles, temporary files)."""
+    ref_dir, n_points, _ = reference
+    point = int(np.random.default_rng(KILL_SEED + 2).integers(1, n_points + 1))
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_loop_faults import fault_loop
+        real, count = os.replace, [0]
+        def replace(src, dst):
+            count[0] += 1
+            if 2 * count[0] - 1 == {point}:
+                os.kill(os.getpid(), signal.SIGKILL)
+            real(src, dst)
+            if 2 * count[0] == {point}:
+                os.kill(os.getpid(), signal.SIGKILL)
+        os.replace = replace
+        fault_loop({str(tmp_path)!r}).run()
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    print(f"\nSIGKILL at fault point {point} of {n_points}")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    fault_loop(tmp_path).run()
+    assert_same_dataset(ref_dir / "dataset.h5", tmp_path / "dataset.h5")
+    assert_same_log(ref_dir / "log.jsonl", tmp_path / "log.jsonl")
+
+
+# ---------------------------------------------------------------------------- corrupt checkpoints
+def truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def garble(path, at=None):
+    """Overwrite 64 bytes in the middle of the file (or at ``at``) with random ones."""
+    data = bytearray(path.read_bytes())
+    at = len(data) // 2 if at is None else at
+    data[at:at + 64] = np.random.default_rng(0).integers(0, 256, 64, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+
+
+def garble_energies(path):
+    """Garble the stored energies themselves (the file's structure stays intact): only the
+    checksums notice."""
+    with h5py.File(path, "r") as f:
+        offset = f["energies"].id.get_chunk_info(0).byte_offset
+    garble(path, offset + 8)
+
+
+def garble_first_log_line(path):
+    lines = path.read_text().splitlines(keepends=True)
+    lines[0] = lines[0][:40] + "\x00garbage" + lines[0][60:]
+    path.write_text("".join(lines))
+
+
+@pytest.fixture(scope="module")
+def killed_in_generation_2(tmp_path_factory):
+    """A run killed after saving two of generation 2's labels: generation 1 logged, generation 2's
+    committee, candidates, selection and two labels saved, dataset with generation 1."""
+    from openmm_adv.loop import LoopInterrupted
+
+    run_dir = tmp_path_factory.mktemp("killed")
+    loop = fault_loop(run_dir)
+    seen = []
+
+    def kill(event, generation):
+        if (event, generation) == ("labelled", 2):
+            seen.append(event)
+            if len(seen) == 2:
+                raise LoopInterrupted("after two labels of generation 2")
+
+    loop.checkpoint_hook = kill
+    with pytest.raises(LoopInterrupted):
+        loop.run()
+    return run_dir
+
+
+def _resume(run_dir):
+    messages = []
+    loop = fault_loop(run_dir, echo=messages.append)
+    loop.run()
+    return messages
+
+
+@pytest.mark.parametrize("artifact,damage", [
+    ("gen_002/candidates.npz", truncate),
+    ("gen_002/selected.npz", truncate),
+    ("gen_002/labels/00001.npz", truncate),
+    ("gen_002/labels/00000.npz", garble),
+    ("gen_002/committee.pt", truncate),
+    ("gen_002/committee.pt", garble),
+    ("gen_002/training.json", truncate),
+    ("dataset.h5", truncate),
+    ("dataset.h5", garble_energies),
+    ("dataset.h5", Path.unlink),
+    ("log.jsonl", garble_first_log_line),
+], ids=lambda v: getattr(v, "__name__", v))
+def test_a_corrupt_checkpoint_is_set_aside_and_its_stage_redone(tmp_path, killed_in_generation_2, reference,
+                                                                 artifact, damage):
+    run_dir = tmp_path / "run"
+    shutil.copytree(killed_in_generation_2, run_dir)
+    damage(run_dir / artifact)
+    messages = _resume(run_dir)
+    warnings = [m for m in messages if m.startswith("warning:") and artifact in m]
+    assert warnings, messages
+    print(f"\n{artifact} ({damage.__name__}): {warnings[0]}")
+    if damage is not Path.unlink and artifact != "log.jsonl":
+        assert (run_dir / (artifact + ".corrupt")).exists()
+    assert_same_dataset(reference[0] / "dataset.h5", run_dir / "dataset.h5")
+    assert_same_log(reference[0] / "log.jsonl", run_dir / "log.jsonl")
+
+
+def _drop_log_records(run_dir, generations):
+    path = run_dir / "log.jsonl"
+    kept = [line for line in path.read_text().splitlines(keepends=True)
+            if json.loads(line)["generation"] not in generations]
+    path.write_text("".join(kept))
+
+
+def test_a_lost_log_record_is_written_again_as_it_was(tmp_path, reference):
+    """Generation 1's log line garbled after generation 2 was appended: its record is written
+    again with the dataset as generation 1 left it, in its place in the log."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference[0], run_dir)
+    garble_first_log_line(run_dir / "log.jsonl")
+    messages = _resume(run_dir)
+    assert any("log.jsonl line(s) 1 are unreadable" in m for m in messages), messages
+    assert_same_log(reference[0] / "log.jsonl", run_dir / "log.jsonl")
+
+
+def test_a_checkpoint_lost_after_the_append_is_redone_on_the_data_it_was_made_from(tmp_path, reference):
+    """Killed after generation 2's append and before its log record, then its selection lost:
+    the selection is redone on the dataset without generation 2, and the log is unchanged."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference[0], run_dir)
+    _drop_log_records(run_dir, {2, "final"})
+    truncate(run_dir / "gen_002" / "selected.npz")
+    messages = _resume(run_dir)
+    assert any("gen_002/selected.npz is unreadable" in m for m in messages), messages
+    assert_same_dataset(reference[0] / "dataset.h5", run_dir / "dataset.h5")
+    assert_same_log(reference[0] / "log.jsonl", run_dir / "log.jsonl")
+
+
+def test_a_corrupt_final_committee_is_trained_again(tmp_path, reference):
+    from openmm_adv.models import Committee
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference[0], run_dir)
+    _drop_log_records(run_dir, {"final"})  # killed after the final training, before its record
+    garble(run_dir / "final" / "committee.pt")
+    messages = _resume(run_dir)
+    assert any("final/committee.pt is unreadable" in m for m in messages), messages
+    Committee.load(run_dir / "final" / "committee.pt")
+    assert_same_log(reference[0] / "log.jsonl", run_dir / "log.jsonl")
+
+
+def test_an_older_copy_of_the_dataset_is_replaced_by_a_rebuilt_one(tmp_path, killed_in_generation_2, reference):
+    """dataset.h5 put back from a copy made before generation 2 was appended, in a run whose
+    log records generation 2: the older copy is set aside, not trained on."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference[0], run_dir)
+    _drop_log_records(run_dir, {"final"})
+    shutil.copyfile(killed_in_generation_2 / "dataset.h5", run_dir / "dataset.h5")
+    messages = _resume(run_dir)
+    assert any("dataset.h5 lacks generation(s) 2 that the log records" in m for m in messages), messages
+    assert_same_dataset(reference[0] / "dataset.h5", run_dir / "dataset.h5")
+    assert_same_log(reference[0] / "log.jsonl", run_dir / "log.jsonl")
+
+
+def test_a_corrupt_loop_manifest_is_a_clear_error(tmp_path, reference):
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference[0], run_dir)
+    truncate(run_dir / "loop.json")
+    with pytest.raises(ValueError, match=r"loop\.json is unreadable .* restore it, or delete it"):
+        fault_loop(run_dir).run()
+
+
+# ---------------------------------------------------------------------------- failing oracles
+class UnreliableOracle:
+    """Raises on some structures and returns NaN (reporting success) on others, as a crashing
+    or silently diverging quantum-chemistry code would."""
+
+    name = "unreliable"
+
+    def __init__(self, inner, raise_every=3, nan_every=4):
+        self.inner, self.raise_every, self.nan_every, self.calls = inner, raise_every, nan_every, 0
+
+    def compute(self, positions):
+        self.calls += 1
+        if self.raise_every and self.calls % self.raise_every == 0:
+            raise RuntimeError("SCF crashed\nstack trace follows")
+        labels = self.inner.compute(positions)
+        if self.nan_every and self.calls % self.nan_every == 0:
+            labels.energies[:] = np.nan
+        return labels
+
+
+def _label_files(run_dir, g):
+    from openmm_adv.run_files import read_label
+
+    return [read_label(p) for p in sorted((run_dir / f"gen_{g:03d}" / "labels").glob("*.npz"))]
+
+
+def test_an_oracle_that_raises_or_returns_nan_is_recorded_and_the_loop_goes_on(tmp_path):
+    toy = double_well()
+    loop = fault_loop(tmp_path, oracle=UnreliableOracle(AnalyticOracle.for_toy(toy)))
+    records = loop.run()
+    generations = [r for r in records if isinstance(r["generation"], int)]
+    reasons = [f["reason"] for r in generations for f in r["failures"]]
+    assert "oracle raised RuntimeError: SCF crashed" in reasons
+    assert "non-finite energy or forces (the oracle reported success)" in reasons
+    for record in generations:
+        files = _label_files(tmp_path, record["generation"])
+        assert sorted(str(l["error"]) for l in files if not l["ok"]) == sorted(f["reason"] for f in record["failures"])
+        assert record["new_structures"] == record["oracle_calls"] - record["oracle_failures"]
+    data = Dataset.load(tmp_path / "dataset.h5")
+    assert len(data) == 16 + sum(r["new_structures"] for r in generations)
+    assert np.isfinite(data.energies).all() and np.isfinite(data.forces).all()
+
+
+@pytest.mark.parametrize("raise_every,nan_every", [(1, 0), (0, 1)], ids=["raises", "nan"])
+def test_a_generation_where_every_label_fails_appends_nothing(tmp_path, raise_every, nan_every):
+    toy = double_well()
+    initial = _initial_data(toy)
+    oracle = UnreliableOracle(AnalyticOracle.for_toy(toy), raise_every, nan_every)
+    records = fault_loop(tmp_path, oracle=oracle, final_training=False).run()
+    assert [r["generation"] for r in records] == [1, 2]
+    for record in records:
+        assert record["oracle_calls"] == record["oracle_failures"] > 0
+        assert record["new_structures"] == 0 and record["dataset_size"] == 16
+        assert record["committee_energy_error_on_new"]["mae_kj_mol"] is None
+    data = Dataset.load(tmp_path / "dataset.h5")
+    np.testing.assert_array_equal(data.positions, initial.positions)
+    np.testing.assert_array_equal(data.energies, initial.energies)
+    assert Dataset.file_tags(tmp_path / "dataset.h5") == ["initial", "generation-1", "generation-2"]
