@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import json
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, is_dataclass
@@ -158,6 +157,7 @@ class ActiveLearningLoop:
         self.progress = progress
         self.settings = settings if settings is not None else self._default_settings()
         self.oracle_calls_this_session = 0
+        self._reported_log_lines: list[int] = []
         # Called after every checkpoint with (event, generation); tests raise LoopInterrupted here.
         self.checkpoint_hook: Callable[[str, int], None] | None = None
 
@@ -258,27 +258,14 @@ class ActiveLearningLoop:
             Dataset.append_to_file(self.dataset_path, self.initial_data, tag="initial")
 
     def _dataset_lost(self) -> bool:
-        """Whether a resumed run's dataset.h5 is missing after a generation began, cannot be
-        read whole (checksums verified), or lacks generations the log records (an older copy
-        put back); an unreadable or older file is moved aside, with a warning."""
-        path = self.dataset_path
-        if not path.exists():
+        """Whether a resumed run's dataset.h5 is missing after a generation began, or cannot be
+        read whole (checksums verified); an unreadable one is moved aside, with a warning."""
+        if not self.dataset_path.exists():
             lost = self.generation_dir(1).exists()
             if lost:
-                self.echo(f"warning: {path} is missing; rebuilding it")
+                self.echo(f"warning: {self.dataset_path} is missing; rebuilding it")
             return lost
-        if self._read_or_discard(path, Dataset.load, "rebuilding it") is None:
-            return True
-        tags = Dataset.file_tags(path)
-        missing = [g for g in (r["generation"] for r in read_log(self.log_path)) if isinstance(g, int)
-                   and f"generation-{g}" not in tags]
-        if missing and "initial" in tags:
-            aside = path.with_name(path.name + ".stale")
-            os.replace(path, aside)
-            self.echo(f"warning: {path} lacks generation(s) {', '.join(map(str, missing))} that the log records "
-                      f"(an older copy?); moved it to {aside.name} and rebuilding it")
-            return True
-        return False
+        return self._read_or_discard(self.dataset_path, Dataset.load, "rebuilding it") is None
 
     def _rebuild_dataset(self) -> None:
         """Write dataset.h5 again: the initial data, then each generation whose selection and
@@ -306,7 +293,8 @@ class ActiveLearningLoop:
         """The log's records by generation; a line that cannot be read (a torn last line from a
         kill, a corrupt line) is reported and its generation's record written again."""
         records, bad = read_log_lines(self.log_path)
-        if bad:
+        if bad and bad != self._reported_log_lines:
+            self._reported_log_lines = bad
             self.echo(f"warning: {self.log_path} line(s) {', '.join(map(str, bad))} are unreadable; "
                       "the records they held are written again")
         return {r.get("generation"): r for r in records}
@@ -338,12 +326,17 @@ class ActiveLearningLoop:
 
     def _generation(self, g: int) -> dict:
         logged = self._logged()
+        appended = f"generation-{g}" in Dataset.file_tags(self.dataset_path)
         if g in logged:
-            return logged[g]
+            if appended:
+                return logged[g]
+            # An older copy of the dataset put back, or one rebuilt past a lost artifact.
+            self.echo(f"warning: {self.dataset_path} lacks generation {g}, which the log records; "
+                      "appending it again from the run folder")
         gdir = self.generation_dir(g)
         (gdir / "labels").mkdir(parents=True, exist_ok=True)
         data = Dataset.load(self.dataset_path)
-        if f"generation-{g}" in Dataset.file_tags(self.dataset_path):
+        if appended:
             # Appended but not logged: the stages below only read their artifacts back, unless
             # one has been lost since; then it is redone on the data it was first made from.
             data = data.subset(slice(0, self._loop_rows(data, g)[0]))

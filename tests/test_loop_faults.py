@@ -384,13 +384,27 @@ def test_a_corrupt_final_committee_is_trained_again(tmp_path, reference):
 
 def test_an_older_copy_of_the_dataset_is_replaced_by_a_rebuilt_one(tmp_path, killed_in_generation_2, reference):
     """dataset.h5 put back from a copy made before generation 2 was appended, in a run whose
-    log records generation 2: the older copy is set aside, not trained on."""
+    log records generation 2: generation 2 is appended again, not left out."""
     run_dir = tmp_path / "run"
     shutil.copytree(reference[0], run_dir)
     _drop_log_records(run_dir, {"final"})
     shutil.copyfile(killed_in_generation_2 / "dataset.h5", run_dir / "dataset.h5")
     messages = _resume(run_dir)
-    assert any("dataset.h5 lacks generation(s) 2 that the log records" in m for m in messages), messages
+    assert any("dataset.h5 lacks generation 2, which the log records" in m for m in messages), messages
+    assert_same_dataset(reference[0] / "dataset.h5", run_dir / "dataset.h5")
+    assert_same_log(reference[0] / "log.jsonl", run_dir / "log.jsonl")
+
+
+def test_a_lost_dataset_and_a_lost_selection_of_a_logged_generation(tmp_path, reference):
+    """Two damaged files in a finished generation: the rebuild stops before generation 1, whose
+    selection is redone, and generation 1 and 2 are appended again."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference[0], run_dir)
+    _drop_log_records(run_dir, {"final"})
+    truncate(run_dir / "dataset.h5")
+    truncate(run_dir / "gen_001" / "selected.npz")
+    messages = _resume(run_dir)
+    assert any("gen_001/selected.npz is unreadable" in m for m in messages), messages
     assert_same_dataset(reference[0] / "dataset.h5", run_dir / "dataset.h5")
     assert_same_log(reference[0] / "log.jsonl", run_dir / "log.jsonl")
 
