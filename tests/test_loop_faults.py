@@ -382,7 +382,7 @@ def test_a_corrupt_final_committee_is_trained_again(tmp_path, reference):
     assert_same_log(reference[0] / "log.jsonl", run_dir / "log.jsonl")
 
 
-def test_an_older_copy_of_the_dataset_is_replaced_by_a_rebuilt_one(tmp_path, killed_in_generation_2, reference):
+def test_an_older_copy_of_the_dataset_gets_the_logged_generations_again(tmp_path, killed_in_generation_2, reference):
     """dataset.h5 put back from a copy made before generation 2 was appended, in a run whose
     log records generation 2: generation 2 is appended again, not left out."""
     run_dir = tmp_path / "run"
