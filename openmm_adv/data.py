@@ -143,8 +143,13 @@ class Dataset:
                 "or a different atom order); keep one dataset per system"
             )
 
-    def save(self, path: str | Path) -> Path:
-        """Write the whole dataset atomically (temporary file, fsync, rename)."""
+    def save(self, path: str | Path, *, tags=()) -> Path:
+        """Write the whole dataset atomically (temporary file, fsync, rename).
+
+        ``tags`` are append tags (see :meth:`append_to_file`) stored in the same atomic step.
+        Every array carries a Fletcher-32 checksum, so a corrupted chunk is an error on reading,
+        not a silently wrong label.
+        """
         path = Path(path)
         self.check_finite(f"the data for {path}")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,14 +160,18 @@ class Dataset:
             f.attrs["format_version"] = 2
             f.attrs["units"] = "positions nm, energies kJ/mol, forces kJ/mol/nm"
             _write_oracle_record(f, self.oracle_record)
+            if tags:
+                f.attrs["append_tags"] = json.dumps(list(tags))
             f["atomic_numbers"] = self.atomic_numbers
             # Resizable, chunked arrays so append_to_file extends them in place.
-            f.create_dataset("positions", data=self.positions, maxshape=(None, n, 3), chunks=(64, n, 3), compression="gzip")
-            f.create_dataset("energies", data=self.energies, maxshape=(None,), chunks=(1024,))
-            f.create_dataset("forces", data=self.forces, maxshape=(None, n, 3), chunks=(64, n, 3), compression="gzip")
+            f.create_dataset("positions", data=self.positions, maxshape=(None, n, 3), chunks=(64, n, 3), compression="gzip",
+                             fletcher32=True)
+            f.create_dataset("energies", data=self.energies, maxshape=(None,), chunks=(1024,), fletcher32=True)
+            f.create_dataset("forces", data=self.forces, maxshape=(None, n, 3), chunks=(64, n, 3), compression="gzip",
+                             fletcher32=True)
             group = f.create_group("provenance")
             for key, value in self.provenance.items():
-                group.create_dataset(key, data=value, maxshape=(None,), chunks=(1024,))
+                group.create_dataset(key, data=value, maxshape=(None,), chunks=(1024,), fletcher32=True)
         _fsync_file(tmp)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
@@ -190,9 +199,8 @@ class Dataset:
         path = Path(path)
         records.check_finite(f"the records for {path}")
         if not path.exists():
-            records.save(path)
-            if tag is not None:
-                records._write_tag(path, tag)
+            # Data and tag in one file and one rename: a crash leaves no file or a tagged one.
+            records.save(path, tags=[] if tag is None else [tag])
             return len(records)
         tmp = path.with_name(path.name + ".tmp")
         existing_numbers, resizable, tags = _inspect(path)
@@ -208,9 +216,7 @@ class Dataset:
         if not resizable:  # a format-1 file: rewrite it in the resizable layout
             whole = Dataset.load(path, check_finite=False)
             whole.extend(records, allow_mixed_oracles)
-            whole.save(path)
-            if tag is not None:
-                records._write_tag(path, tag)
+            whole.save(path, tags=tags + ([] if tag is None else [tag]))
             return len(whole)
         shutil.copyfile(path, tmp)
         k = len(records)
@@ -232,15 +238,6 @@ class Dataset:
         os.replace(tmp, path)
         _fsync_dir(path.parent)
         return old + k
-
-    @staticmethod
-    def _write_tag(path: Path, tag: str) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.copyfile(path, tmp)
-        with h5py.File(tmp, "a") as f:
-            f.attrs["append_tags"] = json.dumps(_tags(f) + [tag])
-        _fsync_file(tmp)
-        os.replace(tmp, path)
 
     @staticmethod
     def file_tags(path: str | Path) -> list[str]:

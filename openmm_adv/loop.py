@@ -3,7 +3,11 @@
 Every stage leaves one artifact in the run folder, written atomically (temporary file, fsync,
 rename), and a stage whose artifact exists is never run again. Labels are saved one structure
 at a time as the oracle returns them, and the append to the dataset carries an idempotency tag,
-so a run killed at any point resumes with no label lost and none computed twice::
+so a run killed at any point resumes with no label lost and none computed twice. An artifact
+that cannot be read back (a truncated or corrupt file) is moved aside as ``<name>.corrupt`` and
+its stage is run again, with a warning; a lost dataset.h5 is rebuilt from the initial data and
+the generations' saved labels. Stages are deterministic given the seed, so the redone work
+equals the lost work::
 
     run_dir/
       loop.json             settings the run was started with (checked on resume)
@@ -18,9 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import io
 import json
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, is_dataclass
@@ -37,6 +39,11 @@ from .models.committee import Committee
 from .models.own import is_builtin
 from .oracle_record import check_oracle, descriptor_of, merge_records
 from .plausibility import label_problems
+from .run_files import append_log as _append_log
+from .run_files import atomic_savez as _atomic_savez
+from .run_files import atomic_write_text as _atomic_write_text  # also imported by commands and compare
+from .run_files import (check_zip, read_candidates, read_json, read_label, read_log, read_log_lines, read_or_discard,
+                        read_selected)
 from .samplers.candidates import Candidates
 from .selection import Selector
 from .train import FROM_COMMITTEE, CommitteeTrainer
@@ -161,6 +168,7 @@ class ActiveLearningLoop:
         self.progress = progress
         self.settings = settings if settings is not None else self._default_settings()
         self.oracle_calls_this_session = 0
+        self._reported_log_lines: list[int] = []
         # Called after every checkpoint with (event, generation); tests raise LoopInterrupted here.
         self.checkpoint_hook: Callable[[str, int], None] | None = None
 
@@ -229,9 +237,16 @@ class ActiveLearningLoop:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         manifest = self.run_dir / "loop.json"
         settings = json.loads(json.dumps(self.settings, default=str))
-        if manifest.exists():
-            stored = json.loads(manifest.read_text())
-            if stored.get("format") != _FORMAT:
+        resuming = manifest.exists()
+        if resuming:
+            try:
+                stored = json.loads(manifest.read_text())
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise ValueError(
+                    f"{manifest} is unreadable ({type(exc).__name__}: {first_line(exc)}); it records the settings the "
+                    "run was started with: restore it, or delete it to resume with the settings given now"
+                ) from None
+            if not isinstance(stored, dict) or stored.get("format") != _FORMAT:
                 raise ValueError(f"{manifest} was not written by this version of openmm-adv")
             changed, added = _settings_diff(stored["settings"], settings)
             if added and not changed:
@@ -246,6 +261,8 @@ class ActiveLearningLoop:
                 )
         else:
             _atomic_write_text(manifest, json.dumps({"format": _FORMAT, "settings": settings}, indent=1) + "\n")
+        if resuming and self._dataset_lost():
+            self._rebuild_dataset()
         if "initial" not in (Dataset.file_tags(self.dataset_path) if self.dataset_path.exists() else []):
             if self.dataset_path.exists():
                 raise ValueError(f"{self.dataset_path} exists but was not created by this loop; use a new run folder")
@@ -261,6 +278,57 @@ class ActiveLearningLoop:
         record = check_oracle(self.oracle, self.initial_data, "initial_data", self.allow_mixed_oracles, self.echo)
         self.initial_data = self.initial_data.subset(np.arange(len(self.initial_data)))
         self.initial_data.oracle_record = record
+
+    def _dataset_lost(self) -> bool:
+        """Whether a resumed run's dataset.h5 is missing after a generation began, or cannot be
+        read whole (checksums verified); an unreadable one is moved aside, with a warning."""
+        if not self.dataset_path.exists():
+            lost = self.generation_dir(1).exists()
+            if lost:
+                self.echo(f"warning: {self.dataset_path} is missing; rebuilding it")
+            return lost
+        return self._read_or_discard(self.dataset_path, Dataset.load, "rebuilding it") is None
+
+    def _rebuild_dataset(self) -> None:
+        """Write dataset.h5 again: the initial data, then each generation whose selection and
+        labels are all saved, in order (what the lost file held, or what the resumed run would
+        append next)."""
+        Dataset.append_to_file(self.dataset_path, self.initial_data, tag="initial")
+        g = 1
+        while True:
+            gdir = self.generation_dir(g)
+            selected = self._read_or_discard(gdir / "selected.npz", read_selected, "selecting again")
+            if selected is None:
+                break
+            labels = [self._read_or_discard(gdir / "labels" / f"{i:05d}.npz", read_label, "labelling it again")
+                      for i in range(len(selected["positions"]))]
+            if any(label is None for label in labels):
+                break
+            self._append_stage(g, selected, labels)
+            g += 1
+        self.echo(f"rebuilt {self.dataset_path.name} from the initial data and {g - 1} generations' saved labels")
+
+    def _read_or_discard(self, path: Path, read: Callable, redo: str):
+        return read_or_discard(path, read, redo, self.echo)
+
+    def _logged(self) -> dict:
+        """The log's records by generation; a line that cannot be read (a torn last line from a
+        kill, a corrupt line) is reported and its generation's record written again."""
+        records, bad = read_log_lines(self.log_path)
+        if bad and bad != self._reported_log_lines:
+            self._reported_log_lines = bad
+            self.echo(f"warning: {self.log_path} line(s) {', '.join(map(str, bad))} are unreadable; "
+                      "the records they held are written again")
+        return {r.get("generation"): r for r in records}
+
+    def _loop_rows(self, data: Dataset, g: int) -> tuple[int, int]:
+        """``(start, stop)``: the rows of ``data`` that generation ``g`` appended. The initial
+        data come first, then each generation's labels in order, each with its generation in
+        the provenance."""
+        n_initial = len(self.initial_data)
+        appended = data.provenance["generation"][n_initial:]
+        start = n_initial + int(np.count_nonzero(appended < g))
+        return start, start + int(np.count_nonzero(appended == g))
 
     # ------------------------------------------------------------------ run
     def run(self) -> list[dict]:
@@ -280,18 +348,26 @@ class ActiveLearningLoop:
         return read_log(self.log_path)
 
     def _generation(self, g: int) -> dict:
-        logged = {r.get("generation"): r for r in read_log(self.log_path)}
+        logged = self._logged()
+        appended = f"generation-{g}" in Dataset.file_tags(self.dataset_path)
         if g in logged:
-            return logged[g]
+            if appended:
+                return logged[g]
+            # An older copy of the dataset put back, or one rebuilt past a lost artifact.
+            self.echo(f"warning: {self.dataset_path} lacks generation {g}, which the log records; "
+                      "appending it again from the run folder")
         gdir = self.generation_dir(g)
         (gdir / "labels").mkdir(parents=True, exist_ok=True)
-        if f"generation-{g}" not in Dataset.file_tags(self.dataset_path):
-            data = Dataset.load(self.dataset_path)
-            committee = self._train_stage(g, data, gdir)
-            candidates = self._sample_stage(g, committee, data, gdir)
-            selected = self._select_stage(g, candidates, data, gdir)
-            labels = self._label_stage(g, selected, gdir)
-            self._append_stage(g, selected, labels)
+        data = Dataset.load(self.dataset_path)
+        if appended:
+            # Appended but not logged: the stages below only read their artifacts back, unless
+            # one has been lost since; then it is redone on the data it was first made from.
+            data = data.subset(slice(0, self._loop_rows(data, g)[0]))
+        committee = self._train_stage(g, data, gdir)
+        candidates = self._sample_stage(g, committee, data, gdir)
+        selected = self._select_stage(g, candidates, data, gdir)
+        labels = self._label_stage(g, selected, gdir)
+        self._append_stage(g, selected, labels)
         record = self._log_stage(g, gdir)
         self._checkpoint("logged", g)
         return record
@@ -299,7 +375,10 @@ class ActiveLearningLoop:
     # ------------------------------------------------------------------ stages
     def _train_stage(self, g: int, data: Dataset, gdir: Path) -> Committee:
         path, info_path = gdir / "committee.pt", gdir / "training.json"
-        if not (path.exists() and info_path.exists()):
+        redo = f"training generation {g}'s committee again"
+        trained = (self._read_or_discard(info_path, read_json, redo) is not None
+                   and (committee := self._read_or_discard(path, self._read_committee, redo)) is not None)
+        if not trained:
             start = time.perf_counter()
             if g == 1 and self.initial_committee is not None:
                 source = self.initial_committee
@@ -319,12 +398,18 @@ class ActiveLearningLoop:
             info["seconds"] = time.perf_counter() - start
             _atomic_write_text(info_path, json.dumps(info, indent=1) + "\n")
             self._checkpoint("trained", g)
+            committee = Committee.load(path, system=self.system)
+        return committee
+
+    def _read_committee(self, path: Path) -> Committee:
+        check_zip(path)
         return Committee.load(path, system=self.system)
 
     def _sample_stage(self, g: int, committee: Committee, data: Dataset, gdir: Path) -> dict:
         path = gdir / "candidates.npz"
-        if path.exists():
-            return _load_npz(path)
+        found = self._read_or_discard(path, read_candidates, f"sampling generation {g} again")
+        if found is not None:
+            return found
         start = time.perf_counter()
         rng = np.random.default_rng([self.seed, g])
         pick = np.sort(rng.choice(len(data), size=min(self.seeds_per_generation, len(data)), replace=False))
@@ -356,12 +441,13 @@ class ActiveLearningLoop:
                    meta=np.array(json.dumps(meta)))
         _atomic_savez(path, out)
         self._checkpoint("sampled", g)
-        return _load_npz(path)
+        return read_candidates(path)
 
     def _select_stage(self, g: int, candidates: dict, data: Dataset, gdir: Path) -> dict:
         path = gdir / "selected.npz"
-        if path.exists():
-            return _load_npz(path)
+        chosen = self._read_or_discard(path, read_selected, f"selecting generation {g} again")
+        if chosen is not None:
+            return chosen
         start = time.perf_counter()
         pool = Candidates(
             positions=candidates["positions"], energies=candidates["energies"], uncertainty=candidates["uncertainty"],
@@ -378,12 +464,13 @@ class ActiveLearningLoop:
                                  sampler=chosen.info["sampler"], seed_index=chosen.seed_index,
                                  meta=np.array(json.dumps(meta))))
         self._checkpoint("selected", g)
-        return _load_npz(path)
+        return read_selected(path)
 
     def _label_stage(self, g: int, selected: dict, gdir: Path) -> list[dict]:
         positions = selected["positions"]
         label_dir = gdir / "labels"
-        pending = [i for i in range(len(positions)) if not (label_dir / f"{i:05d}.npz").exists()]
+        pending = [i for i in range(len(positions))
+                   if self._read_or_discard(label_dir / f"{i:05d}.npz", read_label, "labelling it again") is None]
         if pending:
             self.echo(f"generation {g}: labelling {len(pending)} of {len(positions)} structures with {self.oracle.name}")
         bar = tqdm(total=len(pending), desc=f"labels gen {g}", disable=not self.progress, leave=False)
@@ -393,6 +480,8 @@ class ActiveLearningLoop:
 
         def save(i: int, labels, seconds: float) -> None:
             ok, error = bool(labels.ok[0]), labels.errors[0] or ""
+            if ok and not (np.isfinite(labels.energies[0]) and np.isfinite(labels.forces[0]).all()):
+                ok, error = False, "non-finite energy or forces (the oracle reported success)"
             problem = label_problems(labels.energies[:1], labels.forces[:1], self.system.n_atoms, lowest,
                                      self.max_label_energy)[0] if ok else None
             if problem is not None:
@@ -408,8 +497,7 @@ class ActiveLearningLoop:
 
         if self.label_workers == 1 or len(pending) <= 1:
             for i in pending:
-                start = time.perf_counter()
-                save(i, self.oracle.compute(positions[i][None]), time.perf_counter() - start)
+                save(i, *_timed_compute(self.oracle, positions[i][None]))
         else:
             from .oracles.base import _init_worker
 
@@ -428,7 +516,7 @@ class ActiveLearningLoop:
                         seconds = 0.0
                     save(i, labels, seconds)
         bar.close()
-        return [_load_npz(label_dir / f"{i:05d}.npz") for i in range(len(positions))]
+        return [read_label(label_dir / f"{i:05d}.npz") for i in range(len(positions))]
 
     def _append_stage(self, g: int, selected: dict, labels: list[dict]) -> None:
         ok = np.array([bool(l["ok"]) for l in labels], dtype=bool)
@@ -450,20 +538,24 @@ class ActiveLearningLoop:
         self._checkpoint("appended", g)
 
     def _log_stage(self, g: int, gdir: Path) -> dict:
-        training = json.loads((gdir / "training.json").read_text())
-        candidates = _load_npz(gdir / "candidates.npz")
-        selected = _load_npz(gdir / "selected.npz")
-        labels = [_load_npz(p) for p in sorted((gdir / "labels").glob("*.npz"))]
+        training = read_json(gdir / "training.json")
+        candidates = read_candidates(gdir / "candidates.npz")
+        selected = read_selected(gdir / "selected.npz")
+        labels = [read_label(gdir / "labels" / f"{i:05d}.npz") for i in range(len(selected["positions"]))]
         cmeta, smeta = json.loads(str(candidates["meta"])), json.loads(str(selected["meta"]))
         ok = np.array([bool(l["ok"]) for l in labels], dtype=bool)
         ref_e = np.array([float(l["energy"]) for l in labels])
         nn_error = np.abs(selected["energies"][ok] - ref_e[ok]) if ok.any() else np.zeros(0)
         data = Dataset.load(self.dataset_path)
+        # The dataset as generation g left it: a record written again after a lost log line
+        # must not count later generations' labels.
+        start, stop = self._loop_rows(data, g)
+        data = data.subset(slice(0, stop))
         ref_u, cand_u, sel_u = candidates["reference_uncertainty"], candidates["uncertainty"], selected["uncertainty"]
         record = {
             "generation": g,
             "dataset_size": len(data),
-            "new_structures": int((data.provenance["generation"] == g).sum()),
+            "new_structures": stop - start,
             "oracle_calls": len(labels),
             "oracle_failures": int((~ok).sum()),
             "failures": [{"index": i, "reason": str(l["error"])} for i, l in enumerate(labels) if not bool(l["ok"])][:20],
@@ -484,7 +576,7 @@ class ActiveLearningLoop:
             "committee_energy_error_on_new": {
                 "mae_kj_mol": _stat(np.mean, nn_error), "max_kj_mol": _stat(np.max, nn_error),
             },
-            "new_labels": _new_label_summary(self.system, data, g),
+            "new_labels": _new_label_summary(self.system, data, g, start=start),
         }
         _append_log(self.log_path, record)
         error = record["committee_energy_error_on_new"]["mae_kj_mol"]
@@ -496,13 +588,16 @@ class ActiveLearningLoop:
         return record
 
     def _final(self) -> dict:
-        logged = {r.get("generation"): r for r in read_log(self.log_path)}
+        logged = self._logged()
         if logged.get("final", {}).get("after_generation") == self.n_generations:
             return logged["final"]
         fdir = self.run_dir / "final"
         fdir.mkdir(exist_ok=True)
         path, info_path = fdir / "committee.pt", fdir / "training.json"
-        info = json.loads(info_path.read_text()) if info_path.exists() and path.exists() else {}
+        redo = "training the final committee again"
+        info = self._read_or_discard(info_path, read_json, redo) or {}
+        if info and self._read_or_discard(path, self._read_committee, redo) is None:
+            info = {}
         # A run extended by more generations retrains its final committee on the larger dataset.
         if info.get("after_generation") != self.n_generations:
             data = Dataset.load(self.dataset_path)
@@ -555,8 +650,16 @@ def _settings_diff(stored, current, prefix: str = "") -> tuple[list[str], list[s
 
 
 def _timed_compute(oracle, positions):
+    """The oracle's labels of ``positions`` and the seconds they took; an oracle that raises
+    gives failed labels with the exception as their reason (one structure never stops a run)."""
     start = time.perf_counter()
-    labels = oracle.compute(positions)
+    try:
+        labels = oracle.compute(positions)
+    except Exception as exc:
+        from .oracles import Labels
+
+        labels = Labels.failed(len(positions), positions.shape[1], f"oracle raised {type(exc).__name__}: {first_line(exc)}",
+                               getattr(oracle, "name", type(oracle).__name__))
     return labels, time.perf_counter() - start
 
 
@@ -565,11 +668,13 @@ def _stat(function, values) -> float | None:
     return float(function(values)) if values.size else None
 
 
-def _new_label_summary(system, data: Dataset, generation: int) -> dict:
-    """Where generation ``generation``'s labels lie: their reference energy above the data's
-    lowest (relaxed geometries carry small forces, thermal ones the vibrations a test set is
-    made of) and the range of each collective variable (degrees for dihedrals, nm otherwise)."""
+def _new_label_summary(system, data: Dataset, generation: int, start: int = 0) -> dict:
+    """Where generation ``generation``'s labels (among rows ``start:``) lie: their reference
+    energy above the data's lowest (relaxed geometries carry small forces, thermal ones the
+    vibrations a test set is made of) and the range of each collective variable (degrees for
+    dihedrals, nm otherwise)."""
     new = data.provenance["generation"] == generation
+    new[:start] = False
     if not new.any():
         return {}
     above = data.energies[new] - data.energies.min()
@@ -583,49 +688,3 @@ def _new_label_summary(system, data: Dataset, generation: int) -> dict:
             out["cvs"][name] = {"unit": "deg" if cv.periodic else cv.unit, "min": float(v.min()),
                                 "median": float(np.median(v)), "max": float(v.max())}
     return out
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_savez(path: Path, arrays: dict) -> None:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(buffer.getvalue())
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def _load_npz(path: Path) -> dict:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
-
-
-def read_log(path: str | Path) -> list[dict]:
-    """The records of a loop's ``log.jsonl`` (a torn last line from a kill is ignored)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
-def _append_log(path: Path, record: dict) -> None:
-    # Rewrite through a temporary file: drops a torn line a kill may have left and is atomic.
-    records = [r for r in read_log(path) if r.get("generation") != record["generation"]] + [record]
-    _atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
-
