@@ -271,7 +271,11 @@ class ActiveLearningLoop:
     def _check_oracle(self) -> None:
         """Refuse, before any work, an oracle other than the one that labelled the data; a new
         run's initial data take the record the dataset file will carry."""
-        if self.dataset_path.exists() and "initial" in Dataset.file_tags(self.dataset_path):
+        try:
+            tags = Dataset.file_tags(self.dataset_path) if self.dataset_path.exists() else []
+        except ValueError:
+            tags = []  # unreadable: _prepare sets it aside and rebuilds it from the initial data
+        if "initial" in tags:
             merge_records(Dataset.file_oracle_record(self.dataset_path), descriptor_of(self.oracle),
                           self.allow_mixed_oracles, str(self.dataset_path))
             return

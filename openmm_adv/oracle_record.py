@@ -19,6 +19,8 @@ from typing import Callable
 
 import numpy as np
 
+from ._errors import first_line
+
 __all__ = ["MIXED", "OracleMismatchError", "check_oracle", "describe", "descriptor_of", "merge_records", "normalise",
            "probe_oracle"]
 
@@ -112,10 +114,16 @@ def probe_oracle(oracle, data, where: str = "the dataset") -> tuple[bool, str]:
         What was compared, in words.
     """
     k = int(np.argmin(data.energies))
-    labels = oracle.compute(np.asarray(data.positions[k])[None])
     name = getattr(oracle, "name", type(oracle).__name__)
-    if not bool(labels.ok[0]):
-        return True, f"{name} failed on frame {k} of {where} ({labels.errors[0]}), so its labels were not compared"
+    try:
+        labels = oracle.compute(np.asarray(data.positions[k])[None])
+        failure = labels.errors[0] if not bool(labels.ok[0]) else None
+        if failure is None and not (np.isfinite(labels.energies[0]) and np.isfinite(labels.forces[0]).all()):
+            failure = "non-finite energy or forces"
+    except Exception as exc:  # an oracle that raises is the loop's to record, not the probe's to crash on
+        failure = f"{type(exc).__name__}: {first_line(exc)}"
+    if failure is not None:
+        return True, f"{name} failed on frame {k} of {where} ({failure}), so its labels were not compared"
     stored_e, new_e = float(data.energies[k]), float(labels.energies[0])
     force_rms = float(np.sqrt(np.mean(np.square(data.forces[k]))))
     force_diff = float(np.sqrt(np.mean(np.square(labels.forces[0] - data.forces[k]))))
