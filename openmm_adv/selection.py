@@ -59,6 +59,11 @@ class Selector:
 
     Steps, in order (each candidate dropped is counted under its reason):
 
+    0. ``out_of_domain``: geometries outside the committee's domain (the ``out_of_domain`` mask
+       given to :meth:`select`, e.g. from :meth:`Committee.domain_check`) and candidates whose
+       uncertainty is not finite (:meth:`Committee.uncertainty` reports ``inf`` out of the
+       domain). The committee's agreement there says nothing, so such a candidate is neither
+       trusted nor ranked as the most uncertain.
     1. ``geometry_check``: broken bonds, clashes, non-finite coordinates.
     2. ``energy_cap``: committee energy more than this (kJ/mol) above the lowest reference
        energy given to :meth:`select`.
@@ -111,6 +116,10 @@ class Selector:
             if reference_uncertainty is None or len(reference_uncertainty) == 0:
                 raise ValueError("percentile trust windows need the training set's uncertainties (reference_uncertainty)")
             ref = np.asarray(reference_uncertainty, dtype=np.float64)
+            ref = ref[np.isfinite(ref)]  # out-of-domain reference frames (inf) have no rank
+            if len(ref) == 0:
+                raise ValueError("percentile trust windows need finite training-set uncertainties; every "
+                                 "reference geometry is out of the committee's domain (positions in Angstrom?)")
             if self.percentile_lower is not None:
                 lo = max(lo, float(np.percentile(ref, self.percentile_lower)))
             if self.percentile_upper is not None:
@@ -118,8 +127,13 @@ class Selector:
         return lo, hi
 
     def select(self, candidates: Candidates, dataset_positions=None, reference_uncertainty=None,
-               reference_energies=None) -> Candidates:
-        """The selected subset (most uncertain first); counts per reason in ``last_report``."""
+               reference_energies=None, out_of_domain=None) -> Candidates:
+        """The selected subset (most uncertain first); counts per reason in ``last_report``.
+
+        ``out_of_domain`` is an optional ``[K]`` bool mask of candidates outside the committee's
+        domain (:meth:`Committee.domain_check`); they are dropped, as are candidates whose
+        uncertainty is not finite.
+        """
         keep = np.arange(len(candidates))
         report = {"candidates": len(candidates)}
 
@@ -128,6 +142,13 @@ class Selector:
             report[reason] = int((~mask).sum())
             keep = keep[mask]
 
+        inside = np.isfinite(np.asarray(candidates.uncertainty, dtype=np.float64))
+        if out_of_domain is not None:
+            out_of_domain = np.asarray(out_of_domain, dtype=bool).reshape(-1)
+            if len(out_of_domain) != len(candidates):
+                raise ValueError(f"out_of_domain has {len(out_of_domain)} flags for {len(candidates)} candidates")
+            inside &= ~out_of_domain
+        drop(inside[keep], "out_of_domain")
         if self.geometry_check is not None and len(keep):
             ok, _ = self.geometry_check(candidates.positions[keep])
             drop(ok, "unphysical")

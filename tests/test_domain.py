@@ -1,0 +1,261 @@
+"""The committee's domain: geometries its uncertainty cannot judge are flagged, not scored 0."""
+
+import json
+
+import numpy as np
+import openmm
+import pytest
+import torch
+from openmm import app, unit
+
+from openmm_adv.data import Dataset
+from openmm_adv.models import Committee, CommitteeError
+from openmm_adv.models.domain import Domain, training_ranges
+from openmm_adv.reference_data import load_test_set
+from openmm_adv.reporter import UncertaintyLimitExceeded, UncertaintyReporter
+from openmm_adv.resources import default_committee_path, default_dataset_path
+from openmm_adv.samplers import Candidates
+from openmm_adv.selection import Selector
+from openmm_adv.train import TrainingConfig, train_committee
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    """The shipped committee as it is: saved before training ranges existed (cutoff rule only)."""
+    return Committee.load(default_committee_path())
+
+
+@pytest.fixture(scope="module")
+def training():
+    return Dataset.load(default_dataset_path())
+
+
+@pytest.fixture(scope="module")
+def ranged(shipped, training):
+    """The shipped committee with the ranges of the 300 K C7eq frames it was trained on."""
+    committee = shipped.copy()
+    committee.record_domain(training.positions)
+    return committee
+
+
+def rotated(x, seed):
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    return x @ (q * np.sign(np.linalg.det(q))).T + np.random.default_rng(seed + 1).normal(size=3)
+
+
+def test_positions_in_angstrom_are_out_of_domain_not_confident(shipped, training):
+    """The review's row: Angstrom given as nm put every atom beyond the cutoff and the committee
+    reported an uncertainty of exactly 0 (the shipped file has no training ranges: the cutoff
+    rule alone catches it)."""
+    angstrom = training.positions[:4] * 10.0
+    assert np.all(shipped.uncertainty(angstrom) == np.inf)
+    assert np.all(shipped.evaluate_in_batches(angstrom, batch_size=3)[2] == np.inf)
+    # What the members say there: all atoms alone, all forces zero.
+    assert np.all(shipped.uncertainty(angstrom, domain=False) < 1e-6)
+
+
+def test_angstrom_as_nm_is_named_with_its_fix(shipped, ranged, training):
+    angstrom = training.positions[:4] * 10.0
+    for committee in (shipped, ranged):
+        assert np.all(committee.uncertainty(angstrom) == np.inf)
+        check = committee.domain_check(angstrom)
+        assert check.out_of_domain.all()
+        assert all("no neighbour within the model's 0.5 nm cutoff" in r for r in check.reasons)
+        assert all("are the positions in Angstrom? The committee takes nm" in r for r in check.reasons)
+    # The same frames given with their unit are converted and are fine.
+    assert not shipped.domain_check(unit.Quantity(angstrom[0], unit.angstrom)).out_of_domain.any()
+
+
+def test_an_isolated_atom_is_out_of_domain(shipped, ranged, training):
+    x = training.positions[:3].copy()
+    x[1, 7] += np.array([1.0, 0.0, 0.0])  # atom 7, an H, 1 nm away from its molecule
+    for committee in (shipped, ranged):
+        check = committee.domain_check(x)
+        assert check.out_of_domain.tolist() == [False, True, False]
+        assert "atom 7 (H) has no neighbour within the model's 0.5 nm cutoff" in check.reasons[1]
+        assert "Angstrom" not in check.reasons[1]
+        u = committee.uncertainty(x)
+        assert np.isfinite(u[[0, 2]]).all() and u[1] == np.inf
+
+
+def test_a_compressed_geometry_is_out_of_the_training_range(ranged, shipped, training):
+    squeezed = training.positions[:2] * 0.6
+    check = ranged.domain_check(squeezed)
+    assert check.out_of_domain.all()
+    assert "bonds are shorter than the training range allows" in check.reasons[0]
+    assert "closer to their nearest neighbour than in training" in check.reasons[0]
+    assert not shipped.domain_check(squeezed).out_of_domain.any()  # the cutoff rule cannot see it
+    # Within the margin (a 10 % squeeze) is still inside.
+    assert not ranged.domain_check(training.positions[:2] * 0.9).out_of_domain.any()
+    # A single stretched bond is named.
+    torn = training.positions[:1].copy()
+    torn[0, 0] = torn[0, 1] + 1.6 * (torn[0, 0] - torn[0, 1])  # the H0-C1 bond, 1.6 times as long
+    reason = ranged.domain_check(torn).reasons[0]
+    assert "1 bond is longer than the training range allows (bond 0-1 (H-C)" in reason
+
+
+def test_held_out_thermal_frames_are_in_the_domain(ranged, shipped, training):
+    """No false positives on the shipped 300 K frames of every basin (the committee was
+    trained on C7eq only), nor on its own training frames."""
+    test = load_test_set()
+    for committee in (ranged, shipped):
+        assert committee.domain_check(test.positions).n_out == 0
+        assert committee.domain_check(training.positions).n_out == 0
+    assert np.isfinite(ranged.uncertainty(test.positions[:50])).all()
+
+
+def test_the_flags_do_not_depend_on_rotation_or_translation(ranged, training):
+    x = training.positions[:4].copy()
+    x[1] *= 0.6
+    x[2, 5] += 0.8
+    x[3] *= 10
+    expected = ranged.domain_check(x)
+    assert expected.out_of_domain.tolist() == [False, True, True, True]
+    for seed in (0, 1, 2):
+        moved = ranged.domain_check(rotated(x, seed))
+        assert moved.out_of_domain.tolist() == expected.out_of_domain.tolist()
+        # the same bonds and atoms named (the distances may differ in the last digit)
+        assert [r.split(":")[0] for r in moved.reasons] == [r.split(":")[0] for r in expected.reasons]
+
+
+def test_old_committee_files_load_with_the_cutoff_rule(shipped, ranged, tmp_path):
+    assert "domain" not in shipped.metadata
+    assert shipped.domain.rules == ("isolated",)
+    assert set(ranged.domain.rules) == {"isolated", "bond", "nearest"}
+    # Ranges survive a save/load; a file whose domain was dropped loads as an old one.
+    back = Committee.load(ranged.save(tmp_path / "ranged.pt"))
+    assert back.metadata["domain"] == json.loads(json.dumps(ranged.metadata["domain"]))
+    assert back.domain.rules == ranged.domain.rules
+    old = ranged.copy()
+    del old.metadata["domain"]
+    assert Committee.load(old.save(tmp_path / "old.pt")).domain.rules == ("isolated",)
+
+
+def test_corrupt_domain_metadata_is_named_at_load(ranged, tmp_path):
+    bad = ranged.copy()
+    bad.metadata["domain"] = {**bad.metadata["domain"], "nearest_min_nm": [0.1, 0.1]}
+    path = bad.save(tmp_path / "bad.pt")
+    with pytest.raises(CommitteeError, match=r"bad\.pt.*nearest_min_nm has 2 values for 22 atoms"):
+        Committee.load(path)
+
+
+def test_training_stores_the_ranges(ala2, perturbed):
+    from conftest import make_small_committee
+
+    committee = make_small_committee(ala2.atomic_numbers)
+    assert "domain" not in committee.metadata
+    x = perturbed(12, scale=0.004)
+    e, f = committee.energies_and_forces(x)
+    train_committee(committee, x, e.mean(1), f.mean(1), TrainingConfig(epochs=1), progress=False,
+                    bonds=ala2.bonds)
+    stored = committee.metadata["domain"]
+    assert stored["n_frames"] == 12 and stored["cutoff_nm"] == 0.5
+    bonds = np.asarray(ala2.bonds)
+    assert stored["bonds"] == bonds.tolist()  # the topology's bonds, as given
+    lengths = np.linalg.norm(x[:, bonds[:, 0]] - x[:, bonds[:, 1]], axis=-1)
+    np.testing.assert_allclose(stored["bond_max_nm"], lengths.max(0))
+    np.testing.assert_allclose(stored["bond_min_nm"], lengths.min(0))
+    assert committee.domain_check(x).n_out == 0
+    assert committee.domain_check(x * 0.6).out_of_domain.all()
+
+
+def test_models_without_a_cutoff_use_the_training_ranges(ala2, perturbed):
+    class Pairwise(torch.nn.Module):
+        def __init__(self, seed):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.tensor(1.0 + seed))
+
+        def forward(self, positions):
+            d = (positions[:, :, None] - positions[:, None]).pow(2).sum(-1)
+            return self.scale * torch.exp(-d).sum((1, 2))
+
+    committee = Committee.from_models([Pairwise(0), Pairwise(1)], ala2.atomic_numbers)
+    assert committee.domain.rules == ()  # nothing known: nothing flagged
+    assert committee.domain_check(ala2.positions * 10).n_out == 0
+    committee.record_domain(perturbed(8, scale=0.004))
+    assert committee.domain.rules == ("bond", "nearest")
+    check = committee.domain_check(ala2.positions * 10)
+    assert check.out_of_domain.all() and "Angstrom" in check.reasons[0]
+
+
+def test_toy_committees_have_no_domain():
+    toy = Committee.mlp(n_atoms=1, n_members=2, hidden=4)
+    toy.record_domain(np.random.default_rng(0).normal(size=(5, 1, 3)))
+    assert toy.domain.rules == () and "domain" not in toy.metadata
+    assert np.isfinite(toy.uncertainty(np.full((1, 1, 3), 40.0))).all()
+
+
+def test_domain_refuses_inconsistent_ranges(ala2):
+    with pytest.raises(ValueError, match="margin"):
+        Domain(ala2.atomic_numbers, margin=1.5)
+    with pytest.raises(ValueError, match="outside 0..21"):
+        Domain(ala2.atomic_numbers, bonds=[[0, 30]], bond_min_nm=[0.1], bond_max_nm=[0.1])
+    with pytest.raises(ValueError, match="unknown keys"):
+        Domain.from_metadata(ala2.atomic_numbers, {"cutof_nm": 0.5})
+    with pytest.raises(ValueError, match="shape"):
+        training_ranges(ala2.atomic_numbers, np.zeros((3, 5, 3)))
+
+
+# ---------------------------------------------------------------------- consumers
+def candidates(positions, uncertainty):
+    k = len(positions)
+    return Candidates(np.asarray(positions), np.zeros(k), np.asarray(uncertainty, float), "force_variance", "test",
+                      np.arange(k))
+
+
+def test_selection_never_picks_an_out_of_domain_candidate(ranged, training):
+    x = training.positions[[0, 100, 200, 300]].copy()
+    x[1] *= 10.0  # Angstrom as nm: the members say 0
+    x[3] *= 0.6
+    raw = ranged.uncertainty(x, domain=False)
+    assert raw[1] < 1e-6
+    selector = Selector(min_rmsd=0, max_selected=None)
+    # Mask given (raw scores, as an attack reports them): both dropped by name.
+    out = selector.select(candidates(x, raw), out_of_domain=ranged.domain_check(x).out_of_domain)
+    assert sorted(out.seed_index.tolist()) == [0, 2]
+    assert selector.last_report["out_of_domain"] == 2
+    # Scored by the committee (as the loop does): inf, dropped by name, not ranked first.
+    scored = ranged.evaluate_in_batches(x)[2]
+    out = Selector(min_rmsd=0, max_selected=1).select(candidates(x, scored))
+    assert out.seed_index.tolist() != [1] and out.seed_index.tolist() != [3]
+    # A low trust window ("confident" candidates) does not take them either.
+    confident = Selector(upper=float(np.max(scored[np.isfinite(scored)])) + 1, min_rmsd=0, max_selected=None)
+    assert sorted(confident.select(candidates(x, scored)).seed_index.tolist()) == [0, 2]
+    assert confident.last_report["out_of_domain"] == 2
+
+
+def test_percentile_window_ignores_out_of_domain_reference_frames():
+    selector = Selector(percentile_lower=50, min_rmsd=0, max_selected=None)
+    assert selector.window([1.0, 2.0, 3.0, np.inf, np.inf, np.inf])[0] == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="out of the committee's domain"):
+        selector.window([np.inf, np.inf])
+
+
+def angstrom_simulation(ala2):
+    """Amber alanine dipeptide whose coordinates were read as nm from an Angstrom file."""
+    integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 5.0 / unit.picosecond, 0.001 * unit.picosecond)
+    integrator.setRandomNumberSeed(1)
+    sim = app.Simulation(ala2.topology, ala2.create_reference_system(), integrator,
+                         openmm.Platform.getPlatformByName("Reference"))
+    sim.context.setPositions(ala2.positions * 10.0)
+    return sim
+
+
+def test_reporter_flags_out_of_domain_frames(ala2, shipped, tmp_path):
+    sim = angstrom_simulation(ala2)
+    frames = tmp_path / "to_label.extxyz"
+    reporter = UncertaintyReporter(shipped, 5, tmp_path / "log.csv", threshold=1e9, frames=frames)
+    sim.reporters.append(reporter)
+    sim.step(10)
+    reporter.close()
+    assert reporter.values == [np.inf, np.inf] and reporter.flags == [True, True]
+    assert reporter.n_out_of_domain == 2 and "Angstrom" in reporter.domain_reasons[5]
+    lines = (tmp_path / "log.csv").read_text().splitlines()
+    assert lines[0].endswith(",flagged,out_of_domain") and lines[1].split(",")[2] == "inf"
+    assert lines[1].endswith(",1,1")
+    assert frames.read_text() == ""  # not offered for labelling
+    # stop_above stops the run there, saying why.
+    sim = angstrom_simulation(ala2)
+    sim.reporters.append(UncertaintyReporter(shipped, 5, stop_above=1e9))
+    with pytest.raises(UncertaintyLimitExceeded, match="out of the committee's domain.*no neighbour"):
+        sim.step(10)
