@@ -20,22 +20,25 @@ from openmm_adv.train import TrainingConfig, train_committee
 
 
 @pytest.fixture(scope="module")
-def shipped():
-    """The shipped committee as it is: saved before training ranges existed (cutoff rule only)."""
-    return Committee.load(default_committee_path())
-
-
-@pytest.fixture(scope="module")
 def training():
     return Dataset.load(default_dataset_path())
 
 
 @pytest.fixture(scope="module")
-def ranged(shipped, training):
-    """The shipped committee with the ranges of the 300 K C7eq frames it was trained on."""
-    committee = shipped.copy()
+def shipped(training):
+    """The shipped committee with the ranges of the 300 K C7eq frames it was trained on (what
+    training stores; measured here again so the tests do not depend on the file's version)."""
+    committee = Committee.load(default_committee_path())
     committee.record_domain(training.positions)
     return committee
+
+
+@pytest.fixture(scope="module")
+def old_file(shipped, tmp_path_factory):
+    """The shipped committee as a file written before training ranges were stored."""
+    old = shipped.copy()
+    old.metadata.pop("domain")
+    return Committee.load(old.save(tmp_path_factory.mktemp("old") / "old.pt"))
 
 
 def rotated(x, seed):
@@ -45,8 +48,7 @@ def rotated(x, seed):
 
 def test_positions_in_angstrom_are_out_of_domain_not_confident(shipped, training):
     """The review's row: Angstrom given as nm put every atom beyond the cutoff and the committee
-    reported an uncertainty of exactly 0 (the shipped file has no training ranges: the cutoff
-    rule alone catches it)."""
+    reported an uncertainty of exactly 0."""
     angstrom = training.positions[:4] * 10.0
     assert np.all(shipped.uncertainty(angstrom) == np.inf)
     assert np.all(shipped.evaluate_in_batches(angstrom, batch_size=3)[2] == np.inf)
@@ -54,9 +56,9 @@ def test_positions_in_angstrom_are_out_of_domain_not_confident(shipped, training
     assert np.all(shipped.uncertainty(angstrom, domain=False) < 1e-6)
 
 
-def test_angstrom_as_nm_is_named_with_its_fix(shipped, ranged, training):
+def test_angstrom_as_nm_is_named_with_its_fix(old_file, shipped, training):
     angstrom = training.positions[:4] * 10.0
-    for committee in (shipped, ranged):
+    for committee in (old_file, shipped):
         assert np.all(committee.uncertainty(angstrom) == np.inf)
         check = committee.domain_check(angstrom)
         assert check.out_of_domain.all()
@@ -66,10 +68,10 @@ def test_angstrom_as_nm_is_named_with_its_fix(shipped, ranged, training):
     assert not shipped.domain_check(unit.Quantity(angstrom[0], unit.angstrom)).out_of_domain.any()
 
 
-def test_an_isolated_atom_is_out_of_domain(shipped, ranged, training):
+def test_an_isolated_atom_is_out_of_domain(old_file, shipped, training):
     x = training.positions[:3].copy()
     x[1, 7] += np.array([1.0, 0.0, 0.0])  # atom 7, an H, 1 nm away from its molecule
-    for committee in (shipped, ranged):
+    for committee in (old_file, shipped):
         check = committee.domain_check(x)
         assert check.out_of_domain.tolist() == [False, True, False]
         assert "atom 7 (H) has no neighbour within the model's 0.5 nm cutoff" in check.reasons[1]
@@ -78,61 +80,60 @@ def test_an_isolated_atom_is_out_of_domain(shipped, ranged, training):
         assert np.isfinite(u[[0, 2]]).all() and u[1] == np.inf
 
 
-def test_a_compressed_geometry_is_out_of_the_training_range(ranged, shipped, training):
+def test_a_compressed_geometry_is_out_of_the_training_range(old_file, shipped, training):
     squeezed = training.positions[:2] * 0.6
-    check = ranged.domain_check(squeezed)
+    check = shipped.domain_check(squeezed)
     assert check.out_of_domain.all()
     assert "bonds are shorter than the training range allows" in check.reasons[0]
     assert "closer to their nearest neighbour than in training" in check.reasons[0]
-    assert not shipped.domain_check(squeezed).out_of_domain.any()  # the cutoff rule cannot see it
+    assert not old_file.domain_check(squeezed).out_of_domain.any()  # the cutoff rule cannot see it
     # Within the margin (a 10 % squeeze) is still inside.
-    assert not ranged.domain_check(training.positions[:2] * 0.9).out_of_domain.any()
+    assert not shipped.domain_check(training.positions[:2] * 0.9).out_of_domain.any()
     # A single stretched bond is named.
     torn = training.positions[:1].copy()
     torn[0, 0] = torn[0, 1] + 1.6 * (torn[0, 0] - torn[0, 1])  # the H0-C1 bond, 1.6 times as long
-    reason = ranged.domain_check(torn).reasons[0]
+    reason = shipped.domain_check(torn).reasons[0]
     assert "1 bond is longer than the training range allows (bond 0-1 (H-C)" in reason
 
 
-def test_held_out_thermal_frames_are_in_the_domain(ranged, shipped, training):
+def test_held_out_thermal_frames_are_in_the_domain(old_file, shipped, training):
     """No false positives on the shipped 300 K frames of every basin (the committee was
     trained on C7eq only), nor on its own training frames."""
     test = load_test_set()
-    for committee in (ranged, shipped):
+    for committee in (old_file, shipped):
         assert committee.domain_check(test.positions).n_out == 0
         assert committee.domain_check(training.positions).n_out == 0
-    assert np.isfinite(ranged.uncertainty(test.positions[:50])).all()
+    assert np.isfinite(shipped.uncertainty(test.positions[:50])).all()
 
 
-def test_the_flags_do_not_depend_on_rotation_or_translation(ranged, training):
+def test_the_flags_do_not_depend_on_rotation_or_translation(shipped, training):
     x = training.positions[:4].copy()
     x[1] *= 0.6
     x[2, 5] += 0.8
     x[3] *= 10
-    expected = ranged.domain_check(x)
+    expected = shipped.domain_check(x)
     assert expected.out_of_domain.tolist() == [False, True, True, True]
     for seed in (0, 1, 2):
-        moved = ranged.domain_check(rotated(x, seed))
+        moved = shipped.domain_check(rotated(x, seed))
         assert moved.out_of_domain.tolist() == expected.out_of_domain.tolist()
         # the same bonds and atoms named (the distances may differ in the last digit)
         assert [r.split(":")[0] for r in moved.reasons] == [r.split(":")[0] for r in expected.reasons]
 
 
-def test_old_committee_files_load_with_the_cutoff_rule(shipped, ranged, tmp_path):
-    assert "domain" not in shipped.metadata
-    assert shipped.domain.rules == ("isolated",)
-    assert set(ranged.domain.rules) == {"isolated", "bond", "nearest"}
-    # Ranges survive a save/load; a file whose domain was dropped loads as an old one.
-    back = Committee.load(ranged.save(tmp_path / "ranged.pt"))
-    assert back.metadata["domain"] == json.loads(json.dumps(ranged.metadata["domain"]))
-    assert back.domain.rules == ranged.domain.rules
-    old = ranged.copy()
-    del old.metadata["domain"]
-    assert Committee.load(old.save(tmp_path / "old.pt")).domain.rules == ("isolated",)
+def test_old_committee_files_load_with_the_cutoff_rule(old_file, shipped, tmp_path):
+    assert "domain" not in old_file.metadata
+    assert old_file.domain.rules == ("isolated",)  # the cutoff from the hyperparameters
+    assert old_file.domain.cutoff_nm == old_file.metadata["hyperparameters"]["cutoff"] == 0.5
+    assert set(shipped.domain.rules) == {"isolated", "bond", "nearest"}
+    assert shipped.domain.n_frames == 1000 and len(shipped.domain.bonds) == 21
+    # Ranges survive a save/load.
+    back = Committee.load(shipped.save(tmp_path / "shipped.pt"))
+    assert back.metadata["domain"] == json.loads(json.dumps(shipped.metadata["domain"]))
+    assert back.domain.rules == shipped.domain.rules
 
 
-def test_corrupt_domain_metadata_is_named_at_load(ranged, tmp_path):
-    bad = ranged.copy()
+def test_corrupt_domain_metadata_is_named_at_load(shipped, tmp_path):
+    bad = shipped.copy()
     bad.metadata["domain"] = {**bad.metadata["domain"], "nearest_min_nm": [0.1, 0.1]}
     path = bad.save(tmp_path / "bad.pt")
     with pytest.raises(CommitteeError, match=r"bad\.pt.*nearest_min_nm has 2 values for 22 atoms"):
@@ -203,19 +204,19 @@ def candidates(positions, uncertainty):
                       np.arange(k))
 
 
-def test_selection_never_picks_an_out_of_domain_candidate(ranged, training):
+def test_selection_never_picks_an_out_of_domain_candidate(shipped, training):
     x = training.positions[[0, 100, 200, 300]].copy()
     x[1] *= 10.0  # Angstrom as nm: the members say 0
     x[3] *= 0.6
-    raw = ranged.uncertainty(x, domain=False)
+    raw = shipped.uncertainty(x, domain=False)
     assert raw[1] < 1e-6
     selector = Selector(min_rmsd=0, max_selected=None)
     # Mask given (raw scores, as an attack reports them): both dropped by name.
-    out = selector.select(candidates(x, raw), out_of_domain=ranged.domain_check(x).out_of_domain)
+    out = selector.select(candidates(x, raw), out_of_domain=shipped.domain_check(x).out_of_domain)
     assert sorted(out.seed_index.tolist()) == [0, 2]
     assert selector.last_report["out_of_domain"] == 2
     # Scored by the committee (as the loop does): inf, dropped by name, not ranked first.
-    scored = ranged.evaluate_in_batches(x)[2]
+    scored = shipped.evaluate_in_batches(x)[2]
     out = Selector(min_rmsd=0, max_selected=1).select(candidates(x, scored))
     assert out.seed_index.tolist() != [1] and out.seed_index.tolist() != [3]
     # A low trust window ("confident" candidates) does not take them either.
