@@ -391,9 +391,9 @@ def run_attack(config: cfg.AttackRunConfig, progress: bool = True, echo=print) -
     reference_uncertainty = None
     if config.selection.percentile_lower is not None or config.selection.percentile_upper is not None:
         reference_uncertainty = committee.evaluate_in_batches(data.positions, metric=config.attack.metric)[2]
+    outside = committee.domain_check(candidates.positions).out_of_domain if len(candidates) else None
     chosen = selector.select(candidates, dataset_positions=data.positions, reference_uncertainty=reference_uncertainty,
-                             reference_energies=data.energies,
-                             out_of_domain=committee.domain_check(candidates.positions).out_of_domain if len(candidates) else None)
+                             reference_energies=data.energies, out_of_domain=outside)
     write_extxyz(config.output, system.atomic_numbers, chosen.positions,
                  info={"uncertainty": chosen.uncertainty, "committee_energy": chosen.energies,
                        "seed_frame": pick[chosen.seed_index]})

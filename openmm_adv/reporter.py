@@ -134,9 +134,9 @@ class UncertaintyReporter:
         (Angstrom, unlabelled; header keys ``uncertainty``, ``energy_std_kj_mol``, ``step``,
         ``time_ps``), ready for ``openmm-adv label``. Frames out of the committee's domain are
         flagged but not written: a broken or unit-confused geometry is no label to pay for; the
-        log and :attr:`domain_reasons` say what left the domain. Each frame is flushed and fsync'ed as soon
-        as it is written (before its log line), so a run killed at any moment keeps every frame
-        flagged before the one being written.
+        log and :attr:`domain_reasons` say what left the domain. Each frame is flushed and
+        fsync'ed as soon as it is written (before its log line), so a run killed at any moment
+        keeps every frame flagged before the one being written.
         (An openmm-adv HDF5 ``Dataset`` holds labelled frames only, so it is not an output here.)
     atoms : array_like of int or str, optional
         The simulation atoms that are the committee's molecule, in the committee's atom order:

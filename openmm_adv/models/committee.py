@@ -275,7 +275,8 @@ class Committee:
         """
         return self.domain.check(self._tensor(positions).numpy(), margin)
 
-    def record_domain(self, positions, bonds=None, margin: float = DEFAULT_MARGIN, cutoff_nm: float | None = None) -> Domain:
+    def record_domain(self, positions, bonds=None, margin: float = DEFAULT_MARGIN,
+                      cutoff_nm: float | None = None) -> Domain:
         """Measure the training ranges on ``positions`` ``[F, N, 3]`` (nm) and store them in
         ``metadata["domain"]`` (the trainers call this; call it for a committee trained elsewhere).
 

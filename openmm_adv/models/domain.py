@@ -182,7 +182,8 @@ class Domain:
             xyz = xyz[None]
         n = len(self.atomic_numbers)
         if xyz.ndim != 3 or xyz.shape[1:] != (n, 3):
-            raise ValueError(f"positions of shape {xyz.shape} do not fit a domain of {n} atoms (expected [B, {n}, 3] in nm)")
+            raise ValueError(f"positions of shape {xyz.shape} do not fit a domain of {n} atoms "
+                             f"(expected [B, {n}, 3] in nm)")
         margin = self.margin if margin is None else float(margin)
         if not (np.isfinite(margin) and 0 <= margin < 1):
             raise ValueError(f"margin must be a fraction in [0, 1), got {margin}")
@@ -197,14 +198,16 @@ class Domain:
             isolated = nearest > self.cutoff_nm
             for b in np.flatnonzero(isolated.any(1)):
                 atoms = np.flatnonzero(isolated[b])
-                what = "every atom has" if len(atoms) == n else f"{self._atoms(atoms)} {'has' if len(atoms) == 1 else 'have'}"
+                verb = "has" if len(atoms) == 1 else "have"
+                what = "every atom has" if len(atoms) == n else f"{self._atoms(atoms)} {verb}"
                 found[b].append(f"{what} no neighbour within the model's {self.cutoff_nm:g} nm cutoff")
         if "bond" in rules:
             length = bond_lengths(xyz, self.bonds)
             short = length < (1 - margin) * self.bond_min_nm
             long = length > (1 + margin) * self.bond_max_nm
             for b in np.flatnonzero(short.any(1) | long.any(1)):
-                for mask, word, limit in ((short[b], "shorter", self.bond_min_nm), (long[b], "longer", self.bond_max_nm)):
+                for mask, word, limit in ((short[b], "shorter", self.bond_min_nm),
+                                          (long[b], "longer", self.bond_max_nm)):
                     if mask.any():
                         k = np.flatnonzero(mask)
                         first = k[np.argmax(np.abs(np.log(length[b, k] / limit[k])))]
