@@ -260,3 +260,32 @@ def test_reporter_flags_out_of_domain_frames(ala2, shipped, tmp_path):
     sim.reporters.append(UncertaintyReporter(shipped, 5, stop_above=1e9))
     with pytest.raises(UncertaintyLimitExceeded, match="out of the committee's domain.*no neighbour"):
         sim.step(10)
+
+
+def test_flags_are_invariant_for_any_rigid_motion_and_scale(shipped, training):
+    """Property: whatever the rotation, translation and overall scale, moving the molecule
+    rigidly changes no flag (hypothesis draws them; ranges and cutoff are distances), and the
+    scale alone decides: within the margin in, far outside it out."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    frames = training.positions[::97]
+    domain = shipped.domain
+
+    @hypothesis.settings(max_examples=40, deadline=None, derandomize=True)
+    @hypothesis.given(matrix=st.lists(st.floats(-1, 1), min_size=9, max_size=9),
+                      shift=st.lists(st.floats(-50, 50), min_size=3, max_size=3),
+                      scale=st.floats(0.3, 15.0), frame=st.integers(0, len(frames) - 1))
+    def check(matrix, shift, scale, frame):
+        m = np.asarray(matrix).reshape(3, 3) + 3 * np.eye(3)  # well away from singular
+        q, _ = np.linalg.qr(m)
+        x = frames[frame] * scale
+        moved = x @ (q * np.sign(np.linalg.det(q))).T + np.asarray(shift)
+        a, b = domain.check(x), domain.check(moved)
+        assert a.out_of_domain.tolist() == b.out_of_domain.tolist()
+        # a training frame scaled by less than the 25 % margin stays in; ten times is out
+        if 0.8 <= scale <= 1.13:
+            assert not a.out_of_domain[0]
+        if scale >= 1.5 or scale <= 0.6:
+            assert a.out_of_domain[0]
+
+    check()
