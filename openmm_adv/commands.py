@@ -317,7 +317,7 @@ def run_md(config: cfg.MDRunConfig, progress: bool = True, echo=print) -> dict:
     echo(f"{summary['time_ps']:.3g} ps in {summary['seconds']:.0f} s ({summary['ns_per_day']:.2f} ns/day); "
          + (f"stopped: {stopped}" if stopped else "the molecule stayed whole")
          + f"; {summary['flagged_frames']} frames flagged for labelling"
-         + (f" ({summary['out_of_domain_frames']} out of the committee's domain, not written)"
+         + (f" ({summary['out_of_domain_frames']} out of the committee's domain)"
             if summary["out_of_domain_frames"] else "") + f"; wrote {out}")
     return summary
 

@@ -132,10 +132,9 @@ class UncertaintyReporter:
     frames : str or Path, optional
         An extxyz file (``.xyz`` / ``.extxyz``) to which flagged frames are appended
         (Angstrom, unlabelled; header keys ``uncertainty``, ``energy_std_kj_mol``, ``step``,
-        ``time_ps``), ready for ``openmm-adv label``. Frames out of the committee's domain are
-        flagged but not written: a broken or unit-confused geometry is no label to pay for; the
-        log and :attr:`domain_reasons` say what left the domain. Each frame is flushed and
-        fsync'ed as soon as it is written (before its log line), so a run killed at any moment
+        ``time_ps``, ``out_of_domain``), ready for ``openmm-adv label``. Frames out of the
+        committee's domain are written too (``uncertainty=inf``, ``out_of_domain=1``; why is in
+        :attr:`domain_reasons`). Each frame is flushed and fsync'ed as soon as it is written (before its log line), so a run killed at any moment
         keeps every frame flagged before the one being written.
         (An openmm-adv HDF5 ``Dataset`` holds labelled frames only, so it is not an output here.)
     atoms : array_like of int or str, optional
@@ -281,9 +280,9 @@ class UncertaintyReporter:
                                  self.out_of_domain), (step, time_ps, value, energy_std, flagged, outside)):
             column.append(item)
         # The frame first: a log line that says flagged means its frame is on disk.
-        if flagged and not outside and self._frames is not None:
+        if flagged and self._frames is not None:
             info = {"uncertainty": [f"{value:.10g}"], "energy_std_kj_mol": [f"{energy_std:.10g}"],
-                    "step": [step], "time_ps": [f"{time_ps:.10g}"]}
+                    "step": [step], "time_ps": [f"{time_ps:.10g}"], "out_of_domain": [int(outside)]}
             self._frames.write(format_extxyz(self.committee.atomic_numbers, x[None], info=info))
             self._frames.flush()
             os.fsync(self._frames.fileno())

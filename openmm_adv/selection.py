@@ -59,11 +59,12 @@ class Selector:
 
     Steps, in order (each candidate dropped is counted under its reason):
 
-    0. ``out_of_domain``: geometries outside the committee's domain (the ``out_of_domain`` mask
-       given to :meth:`select`, e.g. from :meth:`Committee.domain_check`) and candidates whose
-       uncertainty is not finite (:meth:`Committee.uncertainty` reports ``inf`` out of the
-       domain). The committee's agreement there says nothing, so such a candidate is neither
-       trusted nor ranked as the most uncertain.
+    0. ``out_of_domain`` (counted, not dropped): geometries outside the committee's domain (the
+       ``out_of_domain`` mask given to :meth:`select`, e.g. from :meth:`Committee.domain_check`,
+       or an uncertainty of ``inf``, which :meth:`Committee.uncertainty` reports there). The
+       members' agreement says nothing there, so their uncertainty is ``inf``: never "confident"
+       (an upper trust window drops them), first in the ranking otherwise. Torn or crushed
+       geometries among them are the geometry check's to drop.
     1. ``geometry_check``: broken bonds, clashes, non-finite coordinates.
     2. ``energy_cap``: committee energy more than this (kJ/mol) above the lowest reference
        energy given to :meth:`select`.
@@ -131,8 +132,8 @@ class Selector:
         """The selected subset (most uncertain first); counts per reason in ``last_report``.
 
         ``out_of_domain`` is an optional ``[K]`` bool mask of candidates outside the committee's
-        domain (:meth:`Committee.domain_check`); they are dropped, as are candidates whose
-        uncertainty is not finite.
+        domain (:meth:`Committee.domain_check`): their uncertainty is taken as ``inf`` (and
+        returned so).
         """
         keep = np.arange(len(candidates))
         report = {"candidates": len(candidates)}
@@ -142,13 +143,13 @@ class Selector:
             report[reason] = int((~mask).sum())
             keep = keep[mask]
 
-        inside = np.isfinite(np.asarray(candidates.uncertainty, dtype=np.float64))
+        u = np.asarray(candidates.uncertainty, dtype=np.float64)
         if out_of_domain is not None:
             out_of_domain = np.asarray(out_of_domain, dtype=bool).reshape(-1)
             if len(out_of_domain) != len(candidates):
                 raise ValueError(f"out_of_domain has {len(out_of_domain)} flags for {len(candidates)} candidates")
-            inside &= ~out_of_domain
-        drop(inside[keep], "out_of_domain")
+            u = np.where(out_of_domain, np.inf, u)
+        report["out_of_domain"] = int(np.count_nonzero(np.isposinf(u)))
         if self.geometry_check is not None and len(keep):
             ok, _ = self.geometry_check(candidates.positions[keep])
             drop(ok, "unphysical")
@@ -157,8 +158,8 @@ class Selector:
                 raise ValueError("energy_cap needs reference_energies (e.g. the dataset's energies)")
             drop(candidates.energies[keep] <= np.min(reference_energies) + self.energy_cap, "above_energy_cap")
         lo, hi = self.window(reference_uncertainty)
-        u = candidates.uncertainty
-        drop((u[keep] >= lo) & (u[keep] < hi), "outside_trust_window")
+        # [lo, hi): an open window (hi = inf) keeps the out-of-domain candidates (u = inf)
+        drop((u[keep] >= lo) & ((u[keep] < hi) | (hi == np.inf)), "outside_trust_window")
         align = self.align if self.align is not None else candidates.positions.shape[1] >= 3
         rmsd = aligned_rmsd if align else plain_rmsd
         if dataset_positions is not None and len(dataset_positions) and len(keep) and self.min_rmsd > 0:
@@ -184,7 +185,7 @@ class Selector:
         self.last_report = report
         return Candidates(
             positions=candidates.positions[keep], energies=candidates.energies[keep],
-            uncertainty=candidates.uncertainty[keep], metric=candidates.metric, sampler=candidates.sampler,
+            uncertainty=u[keep], metric=candidates.metric, sampler=candidates.sampler,
             seed_index=candidates.seed_index[keep], n_force_evaluations=candidates.n_force_evaluations,
             oracle_calls=candidates.oracle_calls, wall_seconds=candidates.wall_seconds,
             info={k: (v[keep] if isinstance(v, np.ndarray) and len(v) == len(candidates) else v)

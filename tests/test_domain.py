@@ -8,7 +8,7 @@ import pytest
 import torch
 from openmm import app, unit
 
-from openmm_adv.data import Dataset
+from openmm_adv.data import Dataset, read_extxyz
 from openmm_adv.models import Committee, CommitteeError
 from openmm_adv.models.domain import Domain, training_ranges
 from openmm_adv.reference_data import load_test_set
@@ -204,25 +204,31 @@ def candidates(positions, uncertainty):
                       np.arange(k))
 
 
-def test_selection_never_picks_an_out_of_domain_candidate(shipped, training):
+def test_selection_never_takes_an_out_of_domain_candidate_as_confident(shipped, training):
     x = training.positions[[0, 100, 200, 300]].copy()
     x[1] *= 10.0  # Angstrom as nm: the members say 0
     x[3] *= 0.6
     raw = shipped.uncertainty(x, domain=False)
-    assert raw[1] < 1e-6
+    assert raw[1] < 1e-6 and raw[1] < raw[0] and raw[1] < raw[2]
+    # Mask given (raw scores, as an attack reports them): counted and ranked as most uncertain.
     selector = Selector(min_rmsd=0, max_selected=None)
-    # Mask given (raw scores, as an attack reports them): both dropped by name.
     out = selector.select(candidates(x, raw), out_of_domain=shipped.domain_check(x).out_of_domain)
-    assert sorted(out.seed_index.tolist()) == [0, 2]
+    assert set(out.seed_index[:2].tolist()) == {1, 3} and np.all(out.uncertainty[:2] == np.inf)
     assert selector.last_report["out_of_domain"] == 2
-    # Scored by the committee (as the loop does): inf, dropped by name, not ranked first.
+    # Scored by the committee (as the loop does): inf, first in the ranking.
     scored = shipped.evaluate_in_batches(x)[2]
-    out = Selector(min_rmsd=0, max_selected=1).select(candidates(x, scored))
-    assert out.seed_index.tolist() != [1] and out.seed_index.tolist() != [3]
-    # A low trust window ("confident" candidates) does not take them either.
+    out = Selector(min_rmsd=0, max_selected=2).select(candidates(x, scored))
+    assert sorted(out.seed_index.tolist()) == [1, 3]
+    # A trust window for "confident" candidates does not take them.
     confident = Selector(upper=float(np.max(scored[np.isfinite(scored)])) + 1, min_rmsd=0, max_selected=None)
     assert sorted(confident.select(candidates(x, scored)).seed_index.tolist()) == [0, 2]
-    assert confident.last_report["out_of_domain"] == 2
+    assert confident.last_report["out_of_domain"] == 2 and confident.last_report["outside_trust_window"] == 2
+    # The physical filter drops the torn and crushed ones.
+    from openmm_adv.geometry import GeometryCheck
+    from openmm_adv.systems import alanine_dipeptide
+
+    physical = Selector(min_rmsd=0, max_selected=None, geometry_check=GeometryCheck.for_system(alanine_dipeptide()))
+    assert sorted(physical.select(candidates(x, scored)).seed_index.tolist()) == [0, 2]
 
 
 def test_percentile_window_ignores_out_of_domain_reference_frames():
@@ -254,7 +260,9 @@ def test_reporter_flags_out_of_domain_frames(ala2, shipped, tmp_path):
     lines = (tmp_path / "log.csv").read_text().splitlines()
     assert lines[0].endswith(",flagged,out_of_domain") and lines[1].split(",")[2] == "inf"
     assert lines[1].endswith(",1,1")
-    assert frames.read_text() == ""  # not offered for labelling
+    numbers, written, _, _ = read_extxyz(frames)  # flagged: offered for labelling, marked
+    assert len(written) == 2 and frames.read_text().count("uncertainty=inf") == 2
+    assert frames.read_text().count("out_of_domain=1") == 2
     # stop_above stops the run there, saying why.
     sim = angstrom_simulation(ala2)
     sim.reporters.append(UncertaintyReporter(shipped, 5, stop_above=1e9))
