@@ -46,9 +46,10 @@ def rotated(x, seed):
     return x @ (q * np.sign(np.linalg.det(q))).T + np.random.default_rng(seed + 1).normal(size=3)
 
 
-def test_positions_in_angstrom_are_out_of_domain_not_confident(shipped, training):
+def test_positions_in_angstrom_are_out_of_domain_not_confident(training):
     """The review's row: Angstrom given as nm put every atom beyond the cutoff and the committee
     reported an uncertainty of exactly 0."""
+    shipped = Committee.load(default_committee_path())
     angstrom = training.positions[:4] * 10.0
     assert np.all(shipped.uncertainty(angstrom) == np.inf)
     assert np.all(shipped.evaluate_in_batches(angstrom, batch_size=3)[2] == np.inf)
@@ -248,7 +249,8 @@ def angstrom_simulation(ala2):
     return sim
 
 
-def test_reporter_flags_out_of_domain_frames(ala2, shipped, tmp_path):
+def test_reporter_flags_out_of_domain_frames(ala2, tmp_path):
+    shipped = Committee.load(default_committee_path())
     sim = angstrom_simulation(ala2)
     frames = tmp_path / "to_label.extxyz"
     reporter = UncertaintyReporter(shipped, 5, tmp_path / "log.csv", threshold=1e9, frames=frames)
