@@ -14,8 +14,8 @@ Domain: these forces compute the committee's raw values everywhere, including ge
 its domain (:meth:`Committee.domain_check`), where the uncertainty can be small for no good
 reason (0 with every atom beyond the cutoff). A force has to stay finite and smooth for the
 integrator, so no flag or ``inf`` is folded into it; the domain is applied where geometries are
-judged: :meth:`Committee.uncertainty` and ``evaluate_in_batches`` (``inf``), the selector (drops
-them), the loop (which re-scores every candidate with ``evaluate_in_batches``) and
+judged: :meth:`Committee.uncertainty` and ``evaluate_in_batches`` (``inf``), the selector (never
+"confident"), the loop (which re-scores every candidate with ``evaluate_in_batches``) and
 :class:`openmm_adv.reporter.UncertaintyReporter` (flags them during MD).
 """
 
