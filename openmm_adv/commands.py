@@ -377,12 +377,15 @@ def run_md(config: cfg.MDRunConfig, progress: bool = True, echo=print) -> dict:
     summary = {"steps": steps_run, "time_ps": steps_run * config.timestep_fs * 1e-3, "stopped": stopped,
                "stable": check.failure is None and not blew_up,
                "broken_at": check.failure, "flagged_frames": int(uncertainty.n_flagged),
+               "out_of_domain_frames": int(uncertainty.n_out_of_domain),
                "uncertainty_threshold": uncertainty.threshold, "seconds": time.perf_counter() - started,
                "ns_per_day": steps_run * config.timestep_fs * 1e-6 / max(time.perf_counter() - started, 1e-9) * 86400}
     _atomic_write_json(out / "summary.json", {**summary, "config": _plain(config)})
     echo(f"{summary['time_ps']:.3g} ps in {summary['seconds']:.0f} s ({summary['ns_per_day']:.2f} ns/day); "
          + (f"stopped: {stopped}" if stopped else "the molecule stayed whole")
-         + f"; {summary['flagged_frames']} frames flagged for labelling; wrote {out}")
+         + f"; {summary['flagged_frames']} frames flagged for labelling"
+         + (f" ({summary['out_of_domain_frames']} out of the committee's domain)"
+            if summary["out_of_domain_frames"] else "") + f"; wrote {out}")
     return summary
 
 
@@ -459,8 +462,9 @@ def run_attack(config: cfg.AttackRunConfig, progress: bool = True, echo=print) -
     reference_uncertainty = None
     if config.selection.percentile_lower is not None or config.selection.percentile_upper is not None:
         reference_uncertainty = committee.evaluate_in_batches(data.positions, metric=config.attack.metric)[2]
+    outside = committee.domain_check(candidates.positions).out_of_domain if len(candidates) else None
     chosen = selector.select(candidates, dataset_positions=data.positions, reference_uncertainty=reference_uncertainty,
-                             reference_energies=data.energies)
+                             reference_energies=data.energies, out_of_domain=outside)
     write_extxyz(config.output, system.atomic_numbers, chosen.positions,
                  info={"uncertainty": chosen.uncertainty, "committee_energy": chosen.energies,
                        "seed_frame": pick[chosen.seed_index]})

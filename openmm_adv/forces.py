@@ -9,6 +9,14 @@ collective variable of ``CustomCVForce`` or ``openmm.app.Metadynamics``.
 Backends: ``"torch"`` (openmm-torch ``TorchForce``; runs on Reference, CPU and CUDA, with CUDA
 graphs on request) and ``"python"`` (``openmm.PythonForce``; for committees that cannot be
 TorchScripted, slower).
+
+Domain: these forces compute the committee's raw values everywhere, including geometries out of
+its domain (:meth:`Committee.domain_check`), where the uncertainty can be small for no good
+reason (0 with every atom beyond the cutoff). A force has to stay finite and smooth for the
+integrator, so no flag or ``inf`` is folded into it; the domain is applied where geometries are
+judged: :meth:`Committee.uncertainty` and ``evaluate_in_batches`` (``inf``), the selector (never
+"confident"), the loop (which re-scores every candidate with ``evaluate_in_batches``) and
+:class:`openmm_adv.reporter.UncertaintyReporter` (flags them during MD).
 """
 
 from __future__ import annotations

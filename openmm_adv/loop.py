@@ -574,7 +574,10 @@ class ActiveLearningLoop:
             "uncertainty": {
                 "metric": self.metric,
                 "training_median": _stat(np.median, ref_u), "training_p80": _stat(lambda u: np.percentile(u, 80), ref_u),
-                "candidates_median": _stat(np.median, cand_u), "candidates_max": _stat(np.max, cand_u),
+                # out-of-domain candidates score inf (Committee.uncertainty): counted, not maxed
+                "candidates_out_of_domain": int(np.count_nonzero(~np.isfinite(cand_u))),
+                "candidates_median": _stat(np.median, cand_u),
+                "candidates_max": _stat(np.max, cand_u[np.isfinite(cand_u)]),
                 "selected_median": _stat(np.median, sel_u),
             },
             "committee_energy_error_on_new": {

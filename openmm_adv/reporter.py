@@ -3,7 +3,10 @@
 It evaluates the committee on CPU with torch every ``reportInterval`` steps, from the positions
 OpenMM hands every reporter; it adds nothing to the System, so the run is the same with or
 without it. Frames above a threshold are appended to an extxyz file for labelling
-(``openmm-adv label``), and the run can be stopped where the model leaves its domain.
+(``openmm-adv label``), and the run can be stopped where the model leaves its domain. Frames out
+of the committee's domain (:meth:`Committee.domain_check`: an atom with no neighbour inside the
+cutoff, bonds or nearest-neighbour distances far outside the training ranges) are logged with an
+uncertainty of ``inf`` and always flagged, never reported as confident.
 """
 
 from __future__ import annotations
@@ -107,10 +110,12 @@ class UncertaintyReporter:
     reportInterval : int
         Steps between reports.
     file : str, Path or file object, optional
-        The log, one CSV line per report: ``step,time_ps,<metric>,energy_std_kj_mol,flagged``
-        (the uncertainty in the metric's units, see :data:`~openmm_adv.models.uncertainty.METRICS`;
-        the standard deviation of the members' energies in kJ/mol; 1 where the frame is above the
-        threshold). Flushed after every report. A path is opened here and closed by :meth:`close`.
+        The log, one CSV line per report:
+        ``step,time_ps,<metric>,energy_std_kj_mol,flagged,out_of_domain`` (the uncertainty in the
+        metric's units, see :data:`~openmm_adv.models.uncertainty.METRICS`, ``inf`` out of the
+        domain; the standard deviation of the members' energies in kJ/mol; 1 where the frame is
+        above the threshold or out of the domain; 1 where it is out of the domain). Flushed after
+        every report. A path is opened here and closed by :meth:`close`.
     threshold : float or openmm.unit.Quantity, optional
         Flag frames whose uncertainty is above this value (plain numbers are in the metric's
         units; a quantity such as ``300 * (unit.kilojoule_per_mole / unit.nanometer) ** 2`` is
@@ -127,9 +132,10 @@ class UncertaintyReporter:
     frames : str or Path, optional
         An extxyz file (``.xyz`` / ``.extxyz``) to which flagged frames are appended
         (Angstrom, unlabelled; header keys ``uncertainty``, ``energy_std_kj_mol``, ``step``,
-        ``time_ps``), ready for ``openmm-adv label``. Each frame is flushed and fsync'ed as soon
-        as it is written (before its log line), so a run killed at any moment keeps every frame
-        flagged before the one being written.
+        ``time_ps``, ``out_of_domain``), ready for ``openmm-adv label``. Frames out of the
+        committee's domain are written too (``uncertainty=inf``, ``out_of_domain=1``; why is in
+        :attr:`domain_reasons`). Each frame is flushed and fsync'ed as soon as it is written (before its log line), so a run killed at any moment
+        keeps every frame flagged before the one being written.
         (An openmm-adv HDF5 ``Dataset`` holds labelled frames only, so it is not an output here.)
     atoms : array_like of int or str, optional
         The simulation atoms that are the committee's molecule, in the committee's atom order:
@@ -189,7 +195,12 @@ class UncertaintyReporter:
                 )
             positions = _training_positions(training_data, committee)
             self.training_uncertainty = committee.evaluate_in_batches(positions, metric=self.metric)[2]
-            self.threshold = float(np.percentile(self.training_uncertainty, float(percentile)))
+            finite = self.training_uncertainty[np.isfinite(self.training_uncertainty)]
+            if len(finite) == 0:
+                raise ValueError("every training_data geometry is out of the committee's domain "
+                                 f"({committee.domain_check(positions[:1]).reasons[0]}); pass the committee's "
+                                 "own training data, in nm")
+            self.threshold = float(np.percentile(finite, float(percentile)))
         else:
             self.threshold = None if threshold is None else _metric_value(threshold, self.metric, "threshold")
         self.stop_above = None if stop_above is None else _metric_value(stop_above, self.metric, "stop_above")
@@ -207,8 +218,12 @@ class UncertaintyReporter:
         self._index = None
         self._checked_topology = None
         self._consecutive = 0
-        #: per report: step, time (ps), uncertainty, members' energy std (kJ/mol), flagged
+        #: per report: step, time (ps), uncertainty, members' energy std (kJ/mol), flagged,
+        #: out of the committee's domain
         self.steps, self.times_ps, self.values, self.energy_stds, self.flags = [], [], [], [], []
+        self.out_of_domain = []
+        #: step -> why the frame was out of the committee's domain
+        self.domain_reasons = {}
 
         self._log, self._owns_log = None, False
         if file is not None:
@@ -218,7 +233,7 @@ class UncertaintyReporter:
             else:
                 self._log, fresh = file, not append
             if fresh:
-                self._log.write(f"step,time_ps,{self.metric},energy_std_kj_mol,flagged\n")
+                self._log.write(f"step,time_ps,{self.metric},energy_std_kj_mol,flagged,out_of_domain\n")
                 self._log.flush()
         self._frames = None
         if frames is not None:
@@ -254,37 +269,47 @@ class UncertaintyReporter:
         energy_std = float(energies[0].std())
         step = int(simulation.currentStep)
         time_ps = float(state.getTime().value_in_unit(unit.picosecond))
+        domain = self.committee.domain_check(x)
+        outside = bool(domain.out_of_domain[0])
+        if outside:  # the members' agreement says nothing there (all atoms alone: exactly 0)
+            value = float("inf")
+            self.domain_reasons[step] = domain.reasons[0]
         # A non-finite uncertainty is out of any domain: flag it.
-        flagged = self.threshold is not None and not value <= self.threshold
-        for column, item in zip((self.steps, self.times_ps, self.values, self.energy_stds, self.flags),
-                                (step, time_ps, value, energy_std, flagged)):
+        flagged = outside or (self.threshold is not None and not value <= self.threshold)
+        for column, item in zip((self.steps, self.times_ps, self.values, self.energy_stds, self.flags,
+                                 self.out_of_domain), (step, time_ps, value, energy_std, flagged, outside)):
             column.append(item)
         # The frame first: a log line that says flagged means its frame is on disk.
         if flagged and self._frames is not None:
             info = {"uncertainty": [f"{value:.10g}"], "energy_std_kj_mol": [f"{energy_std:.10g}"],
-                    "step": [step], "time_ps": [f"{time_ps:.10g}"]}
+                    "step": [step], "time_ps": [f"{time_ps:.10g}"], "out_of_domain": [int(outside)]}
             self._frames.write(format_extxyz(self.committee.atomic_numbers, x[None], info=info))
             self._frames.flush()
             os.fsync(self._frames.fileno())
         if self._log is not None:
-            self._log.write(f"{step},{time_ps:.10g},{value:.10g},{energy_std:.10g},{int(flagged)}\n")
+            self._log.write(f"{step},{time_ps:.10g},{value:.10g},{energy_std:.10g},{int(flagged)},{int(outside)}\n")
             self._log.flush()
         self._consecutive = self._consecutive + 1 if flagged else 0
         if self.stop_above is not None and not value <= self.stop_above:
-            raise UncertaintyLimitExceeded(
-                f"uncertainty {value:.6g} {METRICS[self.metric]} above stop_above={self.stop_above:.6g}",
-                step, time_ps, value)
+            why = f"out of the committee's domain: {domain.reasons[0]}" if outside else (
+                f"uncertainty {value:.6g} {METRICS[self.metric]} above stop_above={self.stop_above:.6g}")
+            raise UncertaintyLimitExceeded(why, step, time_ps, value)
         if self.stop_after is not None and self._consecutive >= self.stop_after:
             self._consecutive = 0
             raise UncertaintyLimitExceeded(
-                f"{self.stop_after} consecutive reports above the threshold {self.threshold:.6g} {METRICS[self.metric]}",
-                step, time_ps, value)
+                f"{self.stop_after} consecutive reports above the threshold {self.threshold:.6g} {METRICS[self.metric]}"
+                " or out of the committee's domain", step, time_ps, value)
 
     # ------------------------------------------------------------------ results and files
     @property
     def n_flagged(self) -> int:
-        """How many reports were above the threshold."""
+        """How many reports were above the threshold or out of the committee's domain."""
         return int(sum(self.flags))
+
+    @property
+    def n_out_of_domain(self) -> int:
+        """How many reports were out of the committee's domain."""
+        return int(sum(self.out_of_domain))
 
     def close(self) -> None:
         """Close the files this reporter opened (a log given as a file object stays open)."""

@@ -59,6 +59,12 @@ class Selector:
 
     Steps, in order (each candidate dropped is counted under its reason):
 
+    0. ``out_of_domain`` (counted, not dropped): geometries outside the committee's domain (the
+       ``out_of_domain`` mask given to :meth:`select`, e.g. from :meth:`Committee.domain_check`,
+       or an uncertainty of ``inf``, which :meth:`Committee.uncertainty` reports there). The
+       members' agreement says nothing there, so their uncertainty is ``inf``: never "confident"
+       (an upper trust window drops them), first in the ranking otherwise. Torn or crushed
+       geometries among them are the geometry check's to drop.
     1. ``geometry_check``: broken bonds, clashes, non-finite coordinates.
     2. ``energy_cap``: committee energy more than this (kJ/mol) above the lowest reference
        energy given to :meth:`select`.
@@ -111,6 +117,10 @@ class Selector:
             if reference_uncertainty is None or len(reference_uncertainty) == 0:
                 raise ValueError("percentile trust windows need the training set's uncertainties (reference_uncertainty)")
             ref = np.asarray(reference_uncertainty, dtype=np.float64)
+            ref = ref[np.isfinite(ref)]  # out-of-domain reference frames (inf) have no rank
+            if len(ref) == 0:
+                raise ValueError("percentile trust windows need finite training-set uncertainties; every "
+                                 "reference geometry is out of the committee's domain (positions in Angstrom?)")
             if self.percentile_lower is not None:
                 lo = max(lo, float(np.percentile(ref, self.percentile_lower)))
             if self.percentile_upper is not None:
@@ -118,8 +128,13 @@ class Selector:
         return lo, hi
 
     def select(self, candidates: Candidates, dataset_positions=None, reference_uncertainty=None,
-               reference_energies=None) -> Candidates:
-        """The selected subset (most uncertain first); counts per reason in ``last_report``."""
+               reference_energies=None, out_of_domain=None) -> Candidates:
+        """The selected subset (most uncertain first); counts per reason in ``last_report``.
+
+        ``out_of_domain`` is an optional ``[K]`` bool mask of candidates outside the committee's
+        domain (:meth:`Committee.domain_check`): their uncertainty is taken as ``inf`` (and
+        returned so).
+        """
         keep = np.arange(len(candidates))
         report = {"candidates": len(candidates)}
 
@@ -128,6 +143,13 @@ class Selector:
             report[reason] = int((~mask).sum())
             keep = keep[mask]
 
+        u = np.asarray(candidates.uncertainty, dtype=np.float64)
+        if out_of_domain is not None:
+            out_of_domain = np.asarray(out_of_domain, dtype=bool).reshape(-1)
+            if len(out_of_domain) != len(candidates):
+                raise ValueError(f"out_of_domain has {len(out_of_domain)} flags for {len(candidates)} candidates")
+            u = np.where(out_of_domain, np.inf, u)
+        report["out_of_domain"] = int(np.count_nonzero(np.isposinf(u)))
         if self.geometry_check is not None and len(keep):
             ok, _ = self.geometry_check(candidates.positions[keep])
             drop(ok, "unphysical")
@@ -136,8 +158,8 @@ class Selector:
                 raise ValueError("energy_cap needs reference_energies (e.g. the dataset's energies)")
             drop(candidates.energies[keep] <= np.min(reference_energies) + self.energy_cap, "above_energy_cap")
         lo, hi = self.window(reference_uncertainty)
-        u = candidates.uncertainty
-        drop((u[keep] >= lo) & (u[keep] < hi), "outside_trust_window")
+        # [lo, hi): an open window (hi = inf) keeps the out-of-domain candidates (u = inf)
+        drop((u[keep] >= lo) & ((u[keep] < hi) | (hi == np.inf)), "outside_trust_window")
         align = self.align if self.align is not None else candidates.positions.shape[1] >= 3
         rmsd = aligned_rmsd if align else plain_rmsd
         if dataset_positions is not None and len(dataset_positions) and len(keep) and self.min_rmsd > 0:
@@ -163,7 +185,7 @@ class Selector:
         self.last_report = report
         return Candidates(
             positions=candidates.positions[keep], energies=candidates.energies[keep],
-            uncertainty=candidates.uncertainty[keep], metric=candidates.metric, sampler=candidates.sampler,
+            uncertainty=u[keep], metric=candidates.metric, sampler=candidates.sampler,
             seed_index=candidates.seed_index[keep], n_force_evaluations=candidates.n_force_evaluations,
             oracle_calls=candidates.oracle_calls, wall_seconds=candidates.wall_seconds,
             info={k: (v[keep] if isinstance(v, np.ndarray) and len(v) == len(candidates) else v)

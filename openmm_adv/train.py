@@ -204,7 +204,8 @@ def train_committee(committee: Committee, positions, energies, forces, config: T
     keeps those of a fine-tuned model, whose weights were fitted to them); the best state on
     the validation split is kept (early stopping). The committee's metadata gets the training
     energies (for the attack's normalisation), the data hash and the validation metrics of
-    every member and of the committee mean.
+    every member and of the committee mean, and the training distance ranges (``domain``: bond
+    and nearest-neighbour distances, see :meth:`Committee.domain_check`).
 
     Any committee trains: the built-in stacked members, a committee of your own models
     (:meth:`Committee.from_models`: each member an ``nn.Module`` from positions ``[B, N, 3]`` nm
@@ -363,6 +364,9 @@ def train_committee(committee: Committee, positions, energies, forces, config: T
         n_training=int(len(train)),
         n_validation=int(n_val),
     )
+    # The distances the committee has seen, so geometries far outside them are flagged instead
+    # of scored (Committee.domain_check).
+    committee.record_domain(positions, bonds=bonds)
     return report
 
 

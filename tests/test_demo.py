@@ -25,6 +25,10 @@ def test_shipped_committee_matches_its_metadata(ala2):
     assert meta["metrics"]["val_committee_force_mae_kj_mol_nm"] < meta["metrics"]["val_force_mae_kj_mol_nm"]
     # C7eq training data: phi stays negative
     assert np.all(ala2.compute_cvs(data.positions)["phi"] < 0)
+    # the training distance ranges are stored with it (Committee.domain_check), and are the data's
+    assert set(committee.domain.rules) == {"isolated", "bond", "nearest"} and committee.domain.n_frames == 1000
+    assert committee.domain_check(data.positions).n_out == 0
+    assert committee.domain_check(data.positions[:5] * 0.6).out_of_domain.all()
 
 
 def test_demo_end_to_end(tmp_path):

@@ -177,6 +177,15 @@ def test_uncertainty_force_is_minus_gradient_through_openmm(committee, nh3):
 
 
 # ---------------------------------------------------------------------- (f) persistence and files
+def test_isolated_atoms_are_out_of_the_r_max_domain(committee, nh3):
+    assert committee.domain.rules == ("isolated",) and committee.domain.cutoff_nm == pytest.approx(0.5)
+    x = geometries(nh3, 2)
+    x[1, 0] += 1.0  # N 1 nm away from its hydrogens, beyond r_max = 5 A
+    check = committee.domain_check(x)
+    assert check.out_of_domain.tolist() == [False, True] and "atom 0 (N)" in check.reasons[1]
+    assert np.isfinite(committee.uncertainty(x[:1])).all() and committee.uncertainty(x[1:])[0] == np.inf
+
+
 def test_save_load_round_trip(committee, nh3, tmp_path):
     path = committee.save(tmp_path / "mace.pt", training_energies=[0.0, 1.0])
     loaded = Committee.load(path, system=nh3)
@@ -262,6 +271,10 @@ def test_train_mace_committee_with_the_cli(nh3, tmp_path):
     e = c.energies(geometries(nh3, 1))
     assert np.isfinite(e).all() and abs(e[0, 0] - e[0, 1]) > 0  # different seeds, different members
     assert any("member 2/2" in line for line in lines)
+    # the training distance ranges and r_max (5 A) are the committee's domain
+    assert c.metadata["domain"]["n_frames"] == 8 and set(c.domain.rules) == {"isolated", "bond", "nearest"}
+    assert c.domain.cutoff_nm == pytest.approx(0.5)
+    assert c.domain_check(geometries(nh3, 1) * 10.0).out_of_domain.all()
     # rerunning resumes: nothing is retrained
     lines.clear()
     train_mace_committee(data, 2, tmp_path / "run", seeds=[3, 4], progress=lines.append, **TINY_CLI)

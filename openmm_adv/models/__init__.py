@@ -1,6 +1,7 @@
 """Committee NN potentials, uncertainty metrics and TorchScript persistence."""
 
 from .committee import Committee, CommitteeError, dataset_hash
+from .domain import Domain, DomainCheck
 from .ensemble import ModelEnsemble
 from .mace import MACEMember, mace_committee, train_mace_committee
 from .mlp import StackedMLP
@@ -16,6 +17,8 @@ __all__ = [
     "Committee",
     "CommitteeError",
     "CommitteePotential",
+    "Domain",
+    "DomainCheck",
     "MACEMember",
     "ModelEnsemble",
     "StackedMLP",

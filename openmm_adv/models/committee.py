@@ -16,6 +16,7 @@ from torch import nn
 
 from .. import __version__
 from .._errors import first_line, torchscript_message
+from .domain import DEFAULT_MARGIN, Domain, DomainCheck, training_ranges
 from .ensemble import ModelEnsemble, ensemble_members, member_class
 from .mlp import StackedMLP
 from .potential import CommitteePotential
@@ -52,7 +53,17 @@ class Committee:
     potential : CommitteePotential or torch.jit.ScriptModule
     metadata : dict, optional
         Free-form facts about the model (``training_energies`` is used to normalise the
-        adversarial objective; see :class:`openmm_adv.samplers.attack.Attack`).
+        adversarial objective; see :class:`openmm_adv.samplers.attack.Attack`; ``domain`` holds
+        the training distance ranges, see :meth:`domain_check`).
+
+    Notes
+    -----
+    Out-of-domain geometries (:meth:`domain_check`: an atom with no neighbour inside the
+    cutoff, bonds or nearest-neighbour distances far outside the training ranges) get an
+    uncertainty of ``inf`` from :meth:`uncertainty` and :meth:`evaluate_in_batches`: there the
+    members' agreement says nothing, and a geometry in Angstrom read as nm would otherwise score
+    exactly 0, the most confident value. The forces built from a committee
+    (:mod:`openmm_adv.forces`) compute the raw values: a force must stay finite and smooth.
     """
 
     def __init__(self, potential: nn.Module, metadata: dict[str, Any] | None = None):
@@ -202,23 +213,110 @@ class Committee:
             e, f = self.potential.energies_and_forces(self._tensor(positions), False)
         return e.double().numpy(), f.double().numpy()
 
-    def uncertainty(self, positions, metric: str = "force_variance") -> np.ndarray:
-        """The uncertainty metric ``[B]`` (see :mod:`openmm_adv.models.uncertainty`)."""
-        check_metric(metric)
-        with torch.enable_grad():
-            e, f = self.potential.energies_and_forces(self._tensor(positions), False)
-        return uncertainty(e, f, metric).double().numpy()
+    def uncertainty(self, positions, metric: str = "force_variance", domain: bool = True) -> np.ndarray:
+        """The uncertainty metric ``[B]`` (see :mod:`openmm_adv.models.uncertainty`).
 
-    def evaluate_in_batches(self, positions, batch_size: int = 256, metric: str = "force_variance"):
-        """Mean energy ``[B]``, mean forces ``[B, N, 3]`` and uncertainty ``[B]`` for many geometries."""
+        ``inf`` for geometries out of the committee's domain (:meth:`domain_check`) unless
+        ``domain=False``, which gives the members' raw disagreement everywhere.
+        """
+        check_metric(metric)
+        x = self._tensor(positions)
+        with torch.enable_grad():
+            e, f = self.potential.energies_and_forces(x, False)
+        u = uncertainty(e, f, metric).double().numpy()
+        return self._out_of_domain_inf(x.numpy(), u) if domain else u
+
+    def evaluate_in_batches(self, positions, batch_size: int = 256, metric: str = "force_variance",
+                            domain: bool = True):
+        """Mean energy ``[B]``, mean forces ``[B, N, 3]`` and uncertainty ``[B]`` for many geometries.
+
+        The uncertainty is ``inf`` for geometries out of the domain, as in :meth:`uncertainty`.
+        """
         xyz = np.asarray(positions)
         e_out, f_out, u_out = [], [], []
         for start in range(0, len(xyz), batch_size):
             e, f = self.energies_and_forces(xyz[start : start + batch_size])
             e_out.append(e.mean(1))
             f_out.append(f.mean(1))
-            u_out.append(uncertainty(torch.from_numpy(e), torch.from_numpy(f), metric).numpy())
+            u = uncertainty(torch.from_numpy(e), torch.from_numpy(f), metric).numpy()
+            u_out.append(self._out_of_domain_inf(xyz[start : start + batch_size], u) if domain else u)
         return np.concatenate(e_out), np.concatenate(f_out), np.concatenate(u_out)
+
+    # ------------------------------------------------------------------ domain
+    @property
+    def domain(self) -> Domain:
+        """The committee's domain: the training ranges stored in ``metadata["domain"]`` and the
+        model's cutoff; for a file saved without ranges, the cutoff rule alone."""
+        try:
+            return Domain.from_metadata(self.atomic_numbers, self.metadata.get("domain"), self._cutoff_nm())
+        except (TypeError, ValueError) as exc:
+            raise CommitteeError(f"the committee's domain metadata is unusable: {first_line(exc)}; delete "
+                                 "metadata['domain'] (the cutoff rule stays) or retrain") from exc
+
+    def domain_check(self, positions, margin: float | None = None) -> DomainCheck:
+        """Which geometries are outside the committee's domain, and why.
+
+        A geometry is out of the domain when an atom has no neighbour inside the model's cutoff
+        (``isolated``), a bond is far outside its training range (``bond``) or an atom's
+        nearest neighbour is (``nearest``); see :mod:`openmm_adv.models.domain`. There the
+        members' agreement says nothing about the error, so :meth:`uncertainty` reports ``inf``.
+
+        Parameters
+        ----------
+        positions : array_like
+            ``[B, N, 3]`` or ``[N, 3]`` in nm (openmm.unit quantities are converted).
+        margin : float, optional
+            Relative margin around the training ranges (default: the stored one, 0.25).
+
+        Returns
+        -------
+        DomainCheck
+            ``out_of_domain`` ``[B]`` bool, ``reasons`` ``[B]`` str and the ``rules`` applied.
+        """
+        return self.domain.check(self._tensor(positions).numpy(), margin)
+
+    def record_domain(self, positions, bonds=None, margin: float = DEFAULT_MARGIN,
+                      cutoff_nm: float | None = None) -> Domain:
+        """Measure the training ranges on ``positions`` ``[F, N, 3]`` (nm) and store them in
+        ``metadata["domain"]`` (the trainers call this; call it for a committee trained elsewhere).
+
+        Parameters
+        ----------
+        positions : array_like
+            The geometries the committee was trained on.
+        bonds : array_like, optional
+            ``[n_b, 2]`` bonded pairs (default: found from the distances).
+        margin : float
+            Relative margin around the ranges.
+        cutoff_nm : float, optional
+            The model's cutoff where the architecture does not tell (committees of your own
+            models); default: the model's.
+        """
+        if self.metadata.get("architecture") == "StackedMLP":
+            self.metadata.pop("domain", None)  # coordinate models of the 2D toys: no distances to range
+            return self.domain
+        domain = training_ranges(self.atomic_numbers, self._tensor(positions).numpy(),
+                                 cutoff_nm=self._cutoff_nm() if cutoff_nm is None else float(cutoff_nm),
+                                 bonds=bonds, margin=margin)
+        self.metadata["domain"] = domain.to_metadata()
+        return domain
+
+    def _cutoff_nm(self) -> float | None:
+        """The model's interaction cutoff in nm, from its hyperparameters (None where unknown)."""
+        stored = self.metadata.get("domain") or {}
+        if isinstance(stored, dict) and stored.get("cutoff_nm") is not None:
+            return float(stored["cutoff_nm"])
+        hyper = self.metadata.get("hyperparameters") or {}
+        if self.metadata.get("architecture") in ("StackedPaiNN", "StackedSchNet") and "cutoff" in hyper:
+            return float(hyper["cutoff"])
+        r_max = hyper.get("r_max_angstrom", (hyper.get("per_member") or {}).get("r_max_angstrom"))
+        if r_max is not None:  # MACE; members with different r_max: the largest
+            return float(np.max(r_max)) / 10.0
+        return None
+
+    def _out_of_domain_inf(self, positions: np.ndarray, u: np.ndarray) -> np.ndarray:
+        flags = self.domain.check(positions).out_of_domain
+        return np.where(flags, np.inf, u)
 
     # ------------------------------------------------------------------ persistence
     def non_finite_weights(self) -> list[str]:
@@ -279,6 +377,10 @@ class Committee:
             raise CommitteeError(f"{path} is a TorchScript module but not an openmm-adv committee")
         _check_metadata_matches(metadata, module, path)
         committee = cls(module, metadata)
+        try:
+            committee.domain  # a corrupt domain fails here, naming the file, not at the first check
+        except CommitteeError as exc:
+            raise CommitteeError(f"{path}: {exc}") from exc
         if system is not None:
             committee.check_compatible(system)
         return committee

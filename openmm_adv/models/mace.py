@@ -541,6 +541,7 @@ def train_mace_committee(
 
     training_energies = None
     data_hash = None
+    positions = None
     try:
         from ..data import read_extxyz
 
@@ -609,5 +610,7 @@ def train_mace_committee(
     }
     if training_energies is not None:
         committee.metadata["training_energies"] = training_energies
+    if positions is not None and len(positions) and [int(z) for z in numbers] == committee.atomic_numbers.tolist():
+        committee.record_domain(positions)  # the training distance ranges (Committee.domain_check)
     committee.save(work_dir / "committee.pt")
     return committee

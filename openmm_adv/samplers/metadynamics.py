@@ -512,7 +512,9 @@ class UncertaintyMetadynamicsSampler(_MetadynamicsBase):
         if self.cv_range is not None:
             self._range = self.cv_range
             return 0
-        self._range = self.auto_range(committee.uncertainty(seeds, self.cv_metric))
+        # The grid spans what the bias force computes: the raw values (Committee.uncertainty
+        # would report inf for a seed out of the committee's domain).
+        self._range = self.auto_range(committee.uncertainty(seeds, self.cv_metric, domain=False))
         return len(seeds)
 
     def _bias_variables(self, committee: Committee) -> list:
