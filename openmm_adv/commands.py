@@ -530,7 +530,8 @@ def run_export(source: str | Path, output: str | Path, generation: int | None = 
     ------
     ValueError
         For an output name that is neither .extxyz nor .h5, an output that cannot be written, or
-        a ``generation`` the dataset does not hold (the message lists those it does).
+        a ``generation`` the dataset does not hold (the message lists those it does), or an empty
+        dataset.
     """
     source, output = Path(source), Path(output)
     if output.suffix not in (".xyz", ".extxyz", ".h5", ".hdf5"):
@@ -541,6 +542,9 @@ def run_export(source: str | Path, output: str | Path, generation: int | None = 
     if not source.exists():
         raise FileNotFoundError(f"dataset {source} does not exist")
     data = Dataset.from_extxyz(source) if source.suffix in (".xyz", ".extxyz") else Dataset.load(source)
+    if not len(data):
+        # An empty output would look like a successful export to the next tool in a pipeline.
+        raise ValueError(f"{source} holds no structures: nothing to export")
     if generation is not None:
         held = np.unique(data.provenance["generation"])
         if generation not in held:
