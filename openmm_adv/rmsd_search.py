@@ -183,6 +183,7 @@ def _finite_rows(positions: np.ndarray) -> np.ndarray:
 
 
 def _sample(frames, count: int) -> np.ndarray:
+    """At most ``count`` frames evenly spread over ``frames``, the finite ones, in one read."""
     if len(frames) <= count:
         sample = np.asarray(frames[:], dtype=np.float64)
     else:
@@ -196,6 +197,7 @@ class _Projection:
     def __init__(self, sample: np.ndarray, align: bool):
         self.align, self.n_atoms = align, sample.shape[1]
         d = _descriptor(sample, align)
+        self.size = d.shape[1]
         self.centre = d.mean(axis=0)
         self.basis = np.linalg.svd(d - self.centre, full_matrices=False)[2][:PROJECTED_DIMS]
 
@@ -218,34 +220,47 @@ class _Projection:
 
 
 def _index_frames(projection: _Projection, frames, memory_mb: float):
-    """Rows of the finite frames, their full (float32) and projected descriptors, and the largest
-    descriptor norm, read chunk by chunk."""
-    rows, full, projected, largest = [], [], [], 0.0
+    """Read chunk by chunk: the rows of the finite frames, their full (float32) descriptors, their
+    projected ones (:func:`_with_norms`, right side), and the largest descriptor norm."""
+    finite = np.ones(len(frames), dtype=bool)
+    full = np.empty((len(frames), projection.size), dtype=np.float32)
+    projected = np.empty((len(frames), len(projection.basis) + 2))
+    largest = 0.0
     for start, chunk in _chunks(frames, _frames_per_chunk(projection.n_atoms, memory_mb)):
-        ok = _finite_rows(chunk)
-        d, p = projection.describe(chunk[ok])
-        rows.append(start + np.flatnonzero(ok))
-        full.append(d.astype(np.float32))
-        projected.append(p)
-        if len(d):
-            largest = max(largest, float(np.linalg.norm(d, axis=1).max()))
-    return np.concatenate(rows), np.concatenate(full), np.concatenate(projected), largest
+        rows = slice(start, start + len(chunk))
+        finite[rows] = _finite_rows(chunk)
+        if not finite[rows].all():  # described as zeros, then left out; the chunk may be the caller's array
+            chunk = np.where(finite[rows, None, None], chunk, 0.0)
+        d, p = projection.describe(chunk)
+        full[rows], projected[rows] = d, _with_norms(p, left=False)
+        if finite[rows].any():
+            largest = max(largest, float(np.linalg.norm(d[finite[rows]], axis=1).max()))
+    if finite.all():
+        return np.arange(len(frames)), full, projected, largest
+    return np.flatnonzero(finite), full[finite], projected[finite], largest
+
+
+def _with_norms(x: np.ndarray, left: bool) -> np.ndarray:
+    """``x`` with two columns more, so that ``left @ right.T`` is ``-|a - b|^2 / 2``
+    (``a.b - |a|^2 / 2 - |b|^2 / 2``): distances by one matrix product, no further passes."""
+    sq = np.einsum("ij,ij->i", x, x)
+    if left:
+        return np.column_stack([x, sq, np.ones(len(x))])
+    return np.column_stack([x, np.full(len(x), -0.5), -0.5 * sq])
 
 
 def _projected_pairs(a: np.ndarray, b: np.ndarray, radius: float, memory_mb: float, open_rows=None,
                      later_only: bool = False):
-    """Pairs ``(i, j)`` with ``|a[i] - b[j]| <= radius``, block by block (filter 2).
+    """Pairs ``(i, j)`` with ``|a[i] - b[j]| <= radius``, block by block (filter 2), for ``a``
+    and ``b`` from :func:`_with_norms` (left and right).
 
     Each block is one matrix product of ``ROWS_PER_BLOCK`` rows of ``a`` and as many rows of ``b``
     as ``memory_mb`` allows; its pairs come nearest first. ``open_rows(rows)`` (optional) says
     which rows still need neighbours, checked before each block; ``later_only`` keeps ``j > i``.
     """
-    a_sq, b_sq = np.einsum("ij,ij->i", a, a), np.einsum("ij,ij->i", b, b)
-    # One product gives -|a - b|^2 / 2 = a.b - |a|^2 / 2 - |b|^2 / 2 with two extra columns; its
-    # cancellation error is a few ulps of the largest squared norms.
-    a = np.column_stack([a, a_sq, np.ones(len(a))])
-    b = np.column_stack([b, np.full(len(b), -0.5), -0.5 * b_sq])
-    least = -0.5 * radius**2 - 64 * np.finfo(float).eps * (a_sq.max(initial=0.0) + b_sq.max(initial=0.0))
+    # the product's cancellation error is a few ulps of the largest squared norms
+    largest = a[:, -2].max(initial=0.0) - 2.0 * b[:, -1].min(initial=0.0)
+    least = -0.5 * radius**2 - 64 * np.finfo(float).eps * largest
     rows_per_block = min(len(a), _ROWS_PER_BLOCK)
     cols_per_block = max(1, int(memory_mb * 2**20 / (8 * 2 * rows_per_block)))
     for r0 in range(0, len(a), rows_per_block):
@@ -298,7 +313,8 @@ def within_rmsd_of_any(queries, frames, threshold: float, align: bool,
     query_rows = np.flatnonzero(~near)
     if not len(query_rows) or not len(frames) or not threshold > 0:
         return near
-    projection = _Projection(np.concatenate([queries[query_rows], _sample(frames, _BASIS_SAMPLE)]), align)
+    sample = _sample(frames, min(_BASIS_SAMPLE, _frames_per_chunk(queries.shape[1], memory_mb)))
+    projection = _Projection(np.concatenate([queries[query_rows], sample]), align)
     frame_rows, frame_full, frame_projected, largest = _index_frames(projection, frames, memory_mb)
     if not len(frame_rows):
         return near
@@ -306,7 +322,7 @@ def within_rmsd_of_any(queries, frames, threshold: float, align: bool,
     radius = projection.radius(threshold, max(largest, float(np.linalg.norm(query_full, axis=1).max())))
     batch = _pairs_per_batch(queries.shape[1], memory_mb)
     prepared = _prepared(queries, align)
-    block = _projected_pairs(query_projected, frame_projected, radius, memory_mb,
+    block = _projected_pairs(_with_norms(query_projected, left=True), frame_projected, radius, memory_mb,
                              open_rows=lambda rows: ~near[query_rows[rows]])
     for q, f in block:
         for part in _growing_slices(len(q), _FIRST_PAIRS_PER_GEOMETRY * _ROWS_PER_BLOCK, batch):
@@ -350,7 +366,9 @@ def rmsd_clusters(positions, threshold: float, align: bool, memory_mb: float = D
     radius = projection.radius(threshold, float(np.linalg.norm(full, axis=1).max()))
     batch = _pairs_per_batch(positions.shape[1], memory_mb)
     prepared = _prepared(positions, align)
-    for i, j in _projected_pairs(projected, projected, radius, memory_mb, later_only=True):
+    block = _projected_pairs(_with_norms(projected, left=True), _with_norms(projected, left=False), radius,
+                             memory_mb, later_only=True)
+    for i, j in block:
         maybe = np.linalg.norm(full[i] - full[j], axis=1) <= radius
         i, j = good[i[maybe]], good[j[maybe]]
         for part in _growing_slices(len(i), _FIRST_PAIRS_PER_GEOMETRY * _ROWS_PER_BLOCK, batch):
