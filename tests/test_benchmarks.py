@@ -126,6 +126,6 @@ def test_selection_scale_compares_old_and_new(bench, capsys):
                                                        "cluster 60 candidates"]
     assert rows[1][0].startswith("de-duplicate 16 x 400 frames (old run in slices of ")
     for row in rows:
-        assert float(row[1]) > 0 and float(row[3]) > 0 and float(row[4]) >= 0
-        assert row[7] == "yes"  # the same answers
-    assert "extrapolated" in rows[1][2]
+        assert float(row[1]) > 0 and float(row[4]) > 0 and float(row[6]) >= 0  # old and new timed, new measured
+        assert row[9] == "yes"  # the same answers
+    assert "extrapolated" in rows[1][3]
