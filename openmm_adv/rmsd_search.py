@@ -34,7 +34,7 @@ import numpy as np
 
 __all__ = ["pair_rmsd", "within_rmsd_of_any", "rmsd_clusters", "DEFAULT_MEMORY_MB", "PROJECTED_DIMS"]
 
-DEFAULT_MEMORY_MB = 128.0
+DEFAULT_MEMORY_MB = 32.0  # larger blocks were no faster here (100,000 frames: 0.27 s CPU at 32 MB, 1.5 s at 512)
 PROJECTED_DIMS = 16  # the matrix products of filter 2 cost this many multiply-adds per pair
 _BASIS_SAMPLE = 4096  # geometries the projection is fitted on; any orthonormal basis is valid
 _FLOAT32_ROUNDING = 2.0 ** -23  # relative rounding of the stored full descriptors
