@@ -22,8 +22,9 @@ the exact RMSD (one SVD per pair, as :func:`openmm_adv.selection.aligned_rmsd` t
    iterate bounds the RMSD from below and a few vectorised iterations settle most pairs.
 
 Frames are read in chunks (``frames`` may be an ``h5py`` dataset): memory grows with the number
-of frames only through the index (``PROJECTED_DIMS`` float64 and ``N`` float32 values per frame,
-about a third of the positions themselves), and the working arrays stay within ``memory_mb``.
+of frames only through the index, ``8 (PROJECTED_DIMS + 3) + 4 N`` bytes per frame (240 for
+alanine dipeptide, under half of its positions), and the working arrays stay within about
+``memory_mb``.
 """
 
 from __future__ import annotations
@@ -298,7 +299,7 @@ def within_rmsd_of_any(queries, frames, threshold: float, align: bool,
     align : bool
         Superpose before measuring (Kabsch) or compare the coordinates as they are.
     memory_mb : float
-        Budget of the working arrays, beyond the index of about ``8 PROJECTED_DIMS + 4 N``
+        Budget of the working arrays, beyond the index of ``8 (PROJECTED_DIMS + 3) + 4 N``
         bytes per frame.
 
     Returns
