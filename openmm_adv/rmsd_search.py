@@ -1,7 +1,8 @@
 """Finding geometries within an RMSD of each other without comparing every pair.
 
-The answers are exact, the same as those of the all-pairs RMSD matrix; the work and the memory
-are not all-pairs. Three filters, each a rigorous lower bound of the RMSD, leave few pairs for
+The answers are exact, the same as those of the all-pairs RMSD matrix (a pair whose RMSD equals
+the threshold to the last bit may fall either side, as the two compute it in different orders);
+the work and the memory are not all-pairs. Three filters, each a rigorous lower bound of the RMSD, leave few pairs for
 the exact RMSD (one SVD per pair, as :func:`openmm_adv.selection.aligned_rmsd` takes):
 
 1. **Descriptor.** Each geometry gets a vector whose Euclidean distance to another's, divided by
