@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .geometry import GeometryCheck
+from .rmsd_search import DEFAULT_MEMORY_MB, rmsd_clusters, within_rmsd_of_any
 from .samplers.candidates import Candidates
 
 __all__ = ["Selector", "aligned_rmsd", "plain_rmsd"]
@@ -14,7 +15,10 @@ __all__ = ["Selector", "aligned_rmsd", "plain_rmsd"]
 
 def aligned_rmsd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """RMSD after optimal superposition (Kabsch) between every geometry of ``a`` ``[A, N, 3]`` and
-    of ``b`` ``[B, N, 3]``; returns ``[A, B]`` in the input's length unit."""
+    of ``b`` ``[B, N, 3]``; returns ``[A, B]`` in the input's length unit.
+
+    All pairs at once (about 300 bytes of temporaries per pair): for near neighbours among many
+    geometries use :mod:`openmm_adv.rmsd_search`, as :class:`Selector` does."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     a = a - a.mean(axis=1, keepdims=True)
@@ -37,20 +41,6 @@ def plain_rmsd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     n = np.asarray(a).shape[1] // 3
     sq = (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2.0 * a @ b.T
     return np.sqrt(np.clip(sq, 0.0, None) / n)
-
-
-def _connected_components(adjacent: np.ndarray) -> np.ndarray:
-    labels = -np.ones(len(adjacent), dtype=np.int64)
-    for start in range(len(adjacent)):
-        if labels[start] >= 0:
-            continue
-        stack, labels[start] = [start], start
-        while stack:
-            i = stack.pop()
-            for j in np.flatnonzero(adjacent[i] & (labels < 0)):
-                labels[j] = start
-                stack.append(j)
-    return labels
 
 
 @dataclass
@@ -80,6 +70,11 @@ class Selector:
     6. ``max_selected``: the most uncertain survivors (``rank_by="uncertainty"``), or survivors
        evenly spaced in the sampler's order (``rank_by="spread"``: the classic way of keeping
        MD frames, for baselines that should not use the committee's uncertainty).
+
+    Steps 4 and 5 give the answers of comparing all pairs without doing so
+    (:mod:`openmm_adv.rmsd_search`): their working arrays stay within ``memory_mb`` megabytes
+    whatever the number of candidates and dataset frames, and the dataset positions may be an
+    ``h5py`` dataset, read in chunks.
     """
 
     lower: float | None = None
@@ -92,6 +87,7 @@ class Selector:
     energy_cap: float | None = None
     rank_by: str = "uncertainty"
     geometry_check: GeometryCheck | None = None
+    memory_mb: float = DEFAULT_MEMORY_MB
     last_report: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -101,10 +97,12 @@ class Selector:
                 raise ValueError(f"{name} must be a percentile in [0, 100], got {value}")
         if self.rank_by not in ("uncertainty", "spread"):
             raise ValueError(f"rank_by must be 'uncertainty' or 'spread', got {self.rank_by!r}")
-        if self.min_rmsd < 0:
+        if not self.min_rmsd >= 0:  # NaN too: it would count every candidate as near the data
             raise ValueError(f"min_rmsd must be >= 0 nm, got {self.min_rmsd}")
         if self.max_selected is not None and self.max_selected < 0:
             raise ValueError(f"max_selected must be >= 0, got {self.max_selected}")
+        if not self.memory_mb > 0:
+            raise ValueError(f"memory_mb must be a positive number of megabytes, got {self.memory_mb}")
 
     def window(self, reference_uncertainty=None) -> tuple[float, float]:
         """The absolute uncertainty window ``[lo, hi)`` this selector applies."""
@@ -161,16 +159,17 @@ class Selector:
         # [lo, hi): an open window (hi = inf) keeps the out-of-domain candidates (u = inf)
         drop((u[keep] >= lo) & ((u[keep] < hi) | (hi == np.inf)), "outside_trust_window")
         align = self.align if self.align is not None else candidates.positions.shape[1] >= 3
-        rmsd = aligned_rmsd if align else plain_rmsd
         if dataset_positions is not None and len(dataset_positions) and len(keep) and self.min_rmsd > 0:
-            nearest = rmsd(candidates.positions[keep], dataset_positions).min(axis=1)
-            drop(nearest >= self.min_rmsd, "near_dataset")
+            near = within_rmsd_of_any(candidates.positions[keep], dataset_positions, self.min_rmsd, align,
+                                      memory_mb=self.memory_mb)
+            drop(~near, "near_dataset")
         if len(keep) > 1 and self.min_rmsd > 0:
-            labels = _connected_components(rmsd(candidates.positions[keep], candidates.positions[keep]) < self.min_rmsd)
+            labels = rmsd_clusters(candidates.positions[keep], self.min_rmsd, align, memory_mb=self.memory_mb)
+            # Per cluster the most uncertain member, the earliest among equals.
+            order = np.lexsort((np.arange(len(keep)), -u[keep], labels))
+            first = np.r_[True, labels[order][1:] != labels[order][:-1]]
             representative = np.zeros(len(keep), dtype=bool)
-            for label in np.unique(labels):
-                members = np.flatnonzero(labels == label)
-                representative[members[np.argmax(u[keep][members])]] = True
+            representative[order[first]] = True
             drop(representative, "same_cluster")
         if self.rank_by == "uncertainty":
             keep = keep[np.argsort(-u[keep], kind="stable")]

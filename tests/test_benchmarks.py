@@ -113,3 +113,19 @@ def test_torsion_novelty_sweep_prints_its_table(bench, capsys):
     assert "of 410 bins below 25 kJ/mol" in out
     for row in rows:  # one label lies in one bin
         assert 0.0 <= float(row.split(" | ")[-2]) <= 1.0, row
+
+
+def test_selection_scale_compares_old_and_new(bench, capsys):
+    # --old-max-gb this small runs the old algorithm in slices for the second size, as at 100,000 frames
+    bench("selection_scale").main(["--frames", "100", "400", "--candidates", "16", "--cluster", "60",
+                                   "--old-max-gb", "0.001"])
+    out = capsys.readouterr().out
+    assert "host:" in out and "cores" in out
+    rows = table_rows(out)
+    assert [row[0].split(" (")[0] for row in rows] == ["de-duplicate 16 x 100 frames", "de-duplicate 16 x 400 frames",
+                                                       "cluster 60 candidates"]
+    assert rows[1][0].startswith("de-duplicate 16 x 400 frames (old run in slices of ")
+    for row in rows:
+        assert float(row[1]) > 0 and float(row[4]) > 0 and float(row[6]) >= 0  # old and new timed, new measured
+        assert row[9] == "yes"  # the same answers
+    assert "extrapolated" in rows[1][3]
