@@ -268,3 +268,19 @@ def test_max_label_energy_rejects_absurd_labels_but_counts_the_call(tmp_path):
     assert sum(r["oracle_calls"] for r in generations) == int(new.sum()) + rejected
     with pytest.raises(ValueError, match="max_label_energy must be a positive energy"):
         ActiveLearningLoop(**{**_loop_kwargs(tmp_path / "bad"), "max_label_energy": 0.0})
+
+
+def test_percentile_window_scores_a_bounded_sample_of_a_large_dataset(tmp_path, monkeypatch):
+    """Past REFERENCE_SAMPLE frames the window's reference uncertainties come from a fixed-size
+    random sample (the same on resume), so a generation's cost does not grow with the dataset."""
+    import openmm_adv.loop as loop_module
+
+    monkeypatch.setattr(loop_module, "REFERENCE_SAMPLE", 10)
+    loop = make_loop(tmp_path, n_generations=1)
+    loop.selector = Selector(min_rmsd=0.02, max_selected=4, percentile_lower=50.0)
+    loop.run()
+    candidates = np.load(tmp_path / "gen_001" / "candidates.npz")
+    assert len(candidates["reference_uncertainty"]) == 10  # of the 24 initial frames
+    rows = loop._reference_rows(1, 24)
+    assert len(np.unique(rows)) == 10 and np.array_equal(rows, loop._reference_rows(1, 24))
+    assert np.array_equal(loop._reference_rows(1, 8), np.arange(8))
