@@ -28,6 +28,7 @@ from .builders import (
     load_data,
 )
 from .data import Dataset, read_extxyz, write_extxyz
+from .executors import make_labeller
 
 __all__ = ["run_init", "run_md", "run_label", "run_train", "run_attack", "run_loop", "run_export", "example_config"]
 
@@ -66,9 +67,10 @@ def run_label(config: cfg.LabelRunConfig, progress: bool = True, echo=print) -> 
     system = build_system(config.system)
     oracle = build_oracle(config.oracle, system)
     positions = _read_frames(Path(config.input), system)
-    echo(f"labelling {len(positions)} frames of {config.input} with {oracle.name} ({config.oracle.workers} worker(s))")
-    start = time.perf_counter()
-    labels = oracle.label(positions, n_workers=config.oracle.workers)
+    with make_labeller(config.oracle) as labeller:
+        echo(f"labelling {len(positions)} frames of {config.input} with {oracle.name} on {labeller.describe()}")
+        start = time.perf_counter()
+        labels = oracle.label(positions, executor=labeller)
     ok = np.asarray(labels.ok, dtype=bool)
     records = Dataset(system.atomic_numbers)
     if ok.any():
@@ -160,8 +162,9 @@ def run_init(config: cfg.InitRunConfig, progress: bool = True, echo=print) -> di
             positions = positions[pick]
             records = records.subset(pick) if records is not None else None
     if records is None:
-        echo(f"labelling {len(positions)} frames with {oracle.name} ({config.oracle.workers} worker(s))")
-        labels = oracle.label(positions, n_workers=config.oracle.workers)
+        with make_labeller(config.oracle) as labeller:
+            echo(f"labelling {len(positions)} frames with {oracle.name} on {labeller.describe()}")
+            labels = oracle.label(positions, executor=labeller)
         oracle_calls += len(positions)
         ok = np.asarray(labels.ok, dtype=bool)
         info["oracle_failures"] = int((~ok).sum())
@@ -416,14 +419,19 @@ def run_loop(config: cfg.LoopRunConfig, run_dir: str | Path, progress: bool = Tr
     # Growing the number of generations is how a finished run is extended, so it is not part
     # of the settings a resume must match.
     settings["loop"].pop("generations")
+    # Where and how patiently labels are computed does not change what a label is.
+    settings["oracle"].pop("executor")
+    settings["oracle"].pop("timeout")
     # The resolved architecture (a null one means painn or the initial committee's), so runs
     # made before it could be null resume; a template is stored by what identifies it.
     settings["model"]["architecture"] = trainer.architecture
     if trainer.template is not None:
         settings["model_template"] = trainer.describe()["template"]
+    oracle = build_oracle(config.oracle, system)
+    labeller = make_labeller(config.oracle)
     loop = ActiveLearningLoop(
         system=system,
-        oracle=build_oracle(config.oracle, system),
+        oracle=oracle,
         samplers=build_samplers(config.samplers, system, progress=progress),
         selector=build_selector(config.selection, system),
         trainer=trainer,
@@ -435,13 +443,15 @@ def run_loop(config: cfg.LoopRunConfig, run_dir: str | Path, progress: bool = Tr
         metric=next(iter(config.samplers.values())).metric,
         initial_committee=initial_committee,
         label_workers=config.oracle.workers,
+        labeller=labeller,
         final_training=config.loop.final_training,
         max_label_energy=_label_cap(config.loop.max_label_energy, system),
         progress=progress,
         settings=settings,
         echo=echo,
     )
-    records = loop.run()
+    with labeller:
+        records = loop.run()
     echo(f"done: {len(records)} log records in {loop.log_path}; dataset {loop.dataset_path}")
     return records
 
