@@ -67,6 +67,8 @@ JOBQUEUE_CLUSTERS = {
 #: Every value of ``executor.cluster``: a LocalCluster, a running scheduler, or a batch system.
 DASK_CLUSTERS = ("local", "address", *JOBQUEUE_CLUSTERS)
 
+#: Oracles pickled to at most this many bytes travel inside each Dask task.
+_INLINE_ORACLE_BYTES = 1 << 20
 #: Called with (structure index, its one-structure Labels, seconds the oracle took).
 OnLabel = Callable[[int, "object", float], None]
 
@@ -432,11 +434,22 @@ def start_dask(cluster: str = "local", workers: int = 1, address: str | None = N
         except (OSError, TimeoutError) as exc:
             raise ValueError(f"cannot reach the dask scheduler at {address} ({_reason(exc)}); start it "
                              "('dask scheduler') or fix the address") from exc
-    settings = {"distributed.scheduler.allowed-failures": int(retries)}
+    # Read once, when the scheduler starts (here, for these kinds). A saturation of 1 sends a
+    # worker only as many tasks as it has threads: when it dies, only the tasks that were
+    # running on it are blamed, not the ones queued behind them.
+    settings = {"distributed.scheduler.allowed-failures": int(retries),
+                "distributed.scheduler.worker-saturation": 1.0}
     if not daemon_workers:
         # Read by each nanny whenever it (re)starts its worker, so it must outlive this call.
         dask.config.set({"distributed.worker.daemon": False})
-    with dask.config.set(settings):  # read once, when the scheduler starts (here, for these kinds)
+    if cluster == "local":
+        # A LocalCluster closes a worker's nanny for good when, 15 s (lost-worker-timeout) after
+        # that worker left, no worker of its name is there; one whose nanny is restarting it
+        # again just then (it died twice, or hung after a crash) is lost with it. Nannies on
+        # this machine restart their workers themselves, so that clean-up is not needed; it is
+        # read when a worker leaves, so the setting must outlive this call.
+        dask.config.set({"distributed.deploy.lost-worker-timeout": 10**9})
+    with dask.config.set(settings):
         if cluster == "local":
             options = {"n_workers": int(workers), "threads_per_worker": int(threads_per_worker), "processes": True,
                        "dashboard_address": None, **options}
@@ -480,9 +493,9 @@ class DaskLabeller(Labeller):
 
     Notes
     -----
-    The oracle travels once per run as a task of its own (recomputed by the scheduler if the
-    worker holding it dies, which a scattered object would not be) and is unpacked once per
-    worker thread. A structure's label depends only on its coordinates, so a rerun task gives
+    The pickled oracle travels inside each task (one of more than 1 MB once per run, as a task
+    of its own that the scheduler recomputes if its worker dies, which a scattered object would
+    not be) and is unpacked once per worker thread. A structure's label depends only on its coordinates, so a rerun task gives
     the label a first attempt would have given.
     """
 
@@ -500,6 +513,7 @@ class DaskLabeller(Labeller):
         self.timeout = _check_timeout(timeout)
         self.options = dict(options or {})
         self._client, self._cluster, self._owns_client = client, None, client is None
+        self._restarts: list[threading.Thread] = []
         if client is None and cluster == "address":
             self.client  # connect now: a wrong address fails before any work
 
@@ -523,6 +537,9 @@ class DaskLabeller(Labeller):
         _pack(oracle, cloudpickle.dumps)
 
     def close(self) -> None:
+        for restart in self._restarts:  # let a restart finish rather than cut it off
+            restart.join(timeout=60)
+        self._restarts = []
         if self._owns_client and self._client is not None:
             self._client.close()
             if self._cluster is not None:
@@ -561,59 +578,71 @@ class DaskLabeller(Labeller):
         if timing:
             client.subscribe_topic(topic, on_start)
             client.subscribe_topic("all", on_cluster_event)
-        oracle_future = client.submit(_identity, blob, key=f"openmm-adv-oracle-{run_id}", pure=False)
-        futures = {client.submit(_label_task, oracle_future, token, i, positions[i], topic if timing else None,
-                                 threads, key=f"openmm-adv-label-{run_id}-{i}", pure=False): i for i in indices}
-        pending = set(indices)
-        completed = as_completed(futures)
+        # A small oracle travels inside every task: a worker that dies then holds nothing the
+        # others wait for (fetching from a dead worker stalls for the connect timeout, 30 s).
+        # A large one travels once, as a task the scheduler recomputes if its holder dies.
+        oracle_arg = blob if len(blob) <= _INLINE_ORACLE_BYTES else client.submit(
+            _identity, blob, key=f"openmm-adv-oracle-{run_id}", pure=False)
+        # Held only until handed over: a result still referenced would be recomputed when the
+        # worker holding it dies.
+        pending = {i: client.submit(_label_task, oracle_arg, token, i, positions[i], topic if timing else None,
+                                    threads, key=f"openmm-adv-label-{run_id}-{i}", pure=False) for i in indices}
+        index_of = {future.key: i for i, future in pending.items()}
+        completed = as_completed(list(pending.values()))
         try:
             while pending:
                 batch = completed.next_batch(block=not timing)
                 for future in batch:
-                    index = futures[future]
+                    index = index_of[future.key]
                     if index not in pending:  # timed out and cancelled already
                         continue
-                    pending.discard(index)
-                    if future.status == "finished":
+                    try:  # waits if a worker died holding the result: the scheduler recomputes it
                         _, labels, seconds = future.result()
-                    else:  # KilledWorker after too many worker deaths, or an error of the task itself
-                        error = future.exception() if future.status == "error" else None
-                        reason = _reason(error) if error is not None else future.status
-                        labels, seconds = _failed(oracle, f"executor: {reason}"), 0.0
+                    except Exception as exc:  # KilledWorker after too many worker deaths, an error of the task
+                        labels, seconds = _failed(oracle, f"executor: {_reason(exc)}"), 0.0
+                    del pending[index]
                     future.release()
                     on_label(index, labels, seconds)
+                del batch
                 if timing:
-                    self._enforce_timeout(client, oracle, futures, pending, starts, lock, on_label)
-                    if not batch:
-                        time.sleep(0.1)
+                    self._enforce_timeout(client, oracle, pending, starts, lock, on_label)
+                    time.sleep(0.1)
         finally:
             if timing:
                 client.unsubscribe_topic(topic)
                 client.unsubscribe_topic("all")
-            client.cancel([f for f, i in futures.items() if i in pending])
-            oracle_future.release()
+            client.cancel(list(pending.values()))
+            if not isinstance(oracle_arg, bytes):
+                oracle_arg.release()
 
-    def _enforce_timeout(self, client, oracle, futures, pending, starts, lock, on_label) -> None:
+    def _enforce_timeout(self, client, oracle, pending: dict, starts: dict, lock, on_label) -> None:
         now = time.monotonic()
         with lock:
             overdue = {i: s for i, s in starts.items() if i in pending and now - s[0] > self.timeout}
         if not overdue:
             return
-        by_index = {i: f for f, i in futures.items()}
-        client.cancel([by_index[i] for i in overdue])
+        client.cancel([pending.pop(i) for i in overdue])
         workers = sorted({worker for _, worker in overdue.values()})
         for index, (start, _) in overdue.items():
-            pending.discard(index)
             on_label(index, _failed(oracle, timeout_reason(self.timeout)), now - start)
-        # The hung call goes on in its thread until the process ends: restart the worker.
-        try:
-            status = client.restart_workers(workers, raise_for_error=False)
-        except Exception as exc:  # e.g. a worker without a nanny
-            status = {w: _reason(exc) for w in workers}
-        stuck = {w: s for w, s in (status or {}).items() if s not in ("OK", "removed")}
-        if stuck:
-            warnings.warn(f"dask workers {sorted(stuck)} ran over the labelling timeout and could not be restarted "
-                          f"({stuck}); they stay busy until the hung calls return", RuntimeWarning, stacklevel=2)
+        # The hung call goes on in its thread until the process ends: have the nanny restart
+        # the worker (it kills a process that does not stop). In the background, as that takes
+        # seconds and the other workers go on meanwhile.
+        restart = threading.Thread(target=_restart_workers, args=(client, workers), daemon=True,
+                                   name="openmm-adv-restart-hung-workers")
+        restart.start()
+        self._restarts.append(restart)
+
+
+def _restart_workers(client, workers: list[str]) -> None:
+    try:
+        status = client.restart_workers(workers, raise_for_error=False)
+    except Exception as exc:  # e.g. a worker without a nanny, or the client closed meanwhile
+        status = {w: _reason(exc) for w in workers}
+    stuck = {w: s for w, s in (status or {}).items() if s not in ("OK", "removed")}
+    if stuck and client.status == "running":
+        warnings.warn(f"dask workers {sorted(stuck)} ran over the labelling timeout and could not be restarted "
+                      f"({stuck}); they stay busy until the hung calls return", RuntimeWarning, stacklevel=2)
 
 
 # ---------------------------------------------------------------------------- from a config
