@@ -113,3 +113,13 @@ def test_torsion_novelty_sweep_prints_its_table(bench, capsys):
     assert "of 410 bins below 25 kJ/mol" in out
     for row in rows:  # one label lies in one bin
         assert 0.0 <= float(row.split(" | ")[-2]) <= 1.0, row
+
+
+def test_label_throughput_prints_pool_and_dask_per_worker_count(bench, capsys):
+    pytest.importorskip("tblite", reason="needs the [xtb] extra")
+    pytest.importorskip("distributed", reason="needs the [dask] extra")
+    bench("label_throughput").main(["--molecule", "ethanol", "--frames", "4", "--workers", "1", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert "host:" in out and "GFN2-xTB" in out and "identical" in out
+    (row,) = table_rows(out)
+    assert row[0] == "1" and all(float(cell) > 0 for cell in row[1:])

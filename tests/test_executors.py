@@ -232,3 +232,25 @@ def test_the_slurm_example_makes_a_jobqueue_cluster():
         script = cluster.job_script()
     assert "#SBATCH" in script and f"-t {executor.options['walltime']}" in script and "-p cpu" in script
     assert isinstance(parse_section(ExecutorConfig, {"kind": "dask", "cluster": "slurm"}), ExecutorConfig)
+
+
+@pytest.mark.slow
+def test_compare_loops_on_a_dask_cluster_give_the_serial_numbers(tmp_path):
+    pytest.importorskip("distributed", reason="dask.distributed is not installed (pip install 'openmm-adv[dask]')")
+    import json
+    import shutil
+
+    from test_compare import _small
+
+    samplers = {"attack": {"kind": "attack", "options": {"kT": 5.0, "n_steps": 20, "step_size": 0.03,
+                                                         "batch_size": 8, "platform": "Reference"}},
+                "random": {"kind": "random_displacement", "options": {"sigma": 0.5, "n_per_seed": 4}}}
+    path = _small("double_well", tmp_path, repeats=1, generations=1, samplers=samplers,
+                  training={"epochs": 10, "patience": 10}, metrics={"grid_points": 12})
+    serial, on_dask = tmp_path / "serial", tmp_path / "dask"
+    assert main(["compare", str(path), "--output", str(serial), "--quiet"]) == 0
+    shutil.copytree(serial / "runs" / "_initial", on_dask / "runs" / "_initial")  # the loops are what is tested
+    assert main(["compare", str(path), "--output", str(on_dask), "--quiet", "--dask", "local", "--workers", "2"]) == 0
+    timeless = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]  # noqa: E731
+    assert timeless(json.loads((on_dask / "metrics.json").read_text())) == \
+        timeless(json.loads((serial / "metrics.json").read_text()))
