@@ -29,6 +29,7 @@ from .builders import (
 )
 from .data import Dataset, read_extxyz, write_extxyz
 from .executors import make_labeller
+from .label_journal import LabelJournal, journal_key
 
 __all__ = ["run_init", "run_md", "run_label", "run_train", "run_attack", "run_loop", "run_export", "example_config"]
 
@@ -63,24 +64,34 @@ def run_label(config: cfg.LabelRunConfig, progress: bool = True, echo=print) -> 
     """Label every frame of ``config.input`` and append the successes to ``config.output``.
 
     Failures are written to ``<output>.failures.json`` with their reasons; they never stop the run.
+    Each label is saved as it comes back, in ``<output>.partial/`` (see
+    :class:`~openmm_adv.label_journal.LabelJournal`), so a killed run resumes where it stopped;
+    the folder is removed once the labels are in the dataset.
     """
     system = build_system(config.system)
     oracle = build_oracle(config.oracle, system)
     positions = _read_frames(Path(config.input), system)
+    recipe = {"system": _plain(config.system), "oracle": {"kind": config.oracle.kind, "options": config.oracle.options}}
+    journal = LabelJournal(Path(str(config.output) + ".partial"), journal_key(positions, recipe), len(positions))
+    pending = journal.pending()
     with make_labeller(config.oracle) as labeller:
-        echo(f"labelling {len(positions)} frames of {config.input} with {oracle.name} on {labeller.describe()}")
+        earlier = len(positions) - len(pending)
+        echo(f"labelling {len(pending)} frames of {config.input} with {oracle.name} on {labeller.describe()}"
+             + (f" ({earlier} labelled by an earlier run, kept in {journal.folder})" if earlier else ""))
         start = time.perf_counter()
-        labels = oracle.label(positions, executor=labeller)
+        labeller.run(oracle, positions, journal.save, indices=pending)
+    labels = journal.labels(system.n_atoms, oracle.name)
     ok = np.asarray(labels.ok, dtype=bool)
     records = Dataset(system.atomic_numbers)
     if ok.any():
         records.append(positions[ok], labels.energies[ok], labels.forces[ok], generation=config.generation,
                        sampler=config.sampler, oracle=oracle.name)
-    size = Dataset.append_to_file(config.output, records)
+    size = Dataset.append_to_file(config.output, records, tag=f"label-{journal.id}")  # once, even when resumed
     failures = [{"frame": int(i), "reason": reason} for i, reason in labels.failures()]
     failure_path = Path(str(config.output) + ".failures.json")
     if failures:
         failure_path.write_text(json.dumps(failures, indent=1) + "\n")
+    journal.remove()
     summary = {"frames": len(positions), "labelled": int(ok.sum()), "failed": len(failures),
                "dataset_size": size, "seconds": time.perf_counter() - start}
     echo(f"labelled {summary['labelled']}/{summary['frames']} in {summary['seconds']:.1f} s; {config.output} now holds {size}"
