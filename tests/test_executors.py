@@ -151,6 +151,13 @@ def test_executor_config_errors_name_the_key(section, message):
         parse_section(OracleConfig, section, "oracle")
 
 
+def test_dask_without_its_package_names_the_extra(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "distributed", None)  # as if not installed
+    section = parse_section(OracleConfig, {"executor": {"kind": "dask"}}, "oracle")
+    with pytest.raises(ValueError, match=r"needs dask.distributed: pip install 'openmm-adv\[dask\]'"):
+        make_labeller(section)
+
+
 def test_compare_dask_flag_errors_are_one_line(capsys):
     assert main(["compare", "double_well", "--dask", "kubernetes", "--output", "unused"]) == 2
     assert "--dask kubernetes: give local, a scheduler address" in capsys.readouterr().err
