@@ -82,6 +82,20 @@ def test_a_hanging_structure_times_out_and_the_rest_is_labelled():
     assert np.isnan(labels.energies[BAD])
 
 
+def test_an_interrupted_run_does_not_wait_for_a_hung_structure():
+    """A caller's callback that raises (Ctrl-C, a loop's checkpoint hook) ends the run at once,
+    even with a structure hung in a worker: that worker is killed, not waited for."""
+    x = _positions()
+
+    def interrupt(i, labels, seconds):
+        raise KeyboardInterrupt
+
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        ProcessLabeller(2).run(misbehaving("hang", x), x, interrupt, indices=[BAD, 0, 1, 2])
+    assert time.perf_counter() - start < 60
+
+
 def test_labels_come_back_in_input_order_with_a_labeller(ala2):
     from openmm_adv.oracles import OpenMMOracle
 
