@@ -461,7 +461,8 @@ def start_dask(cluster: str = "local", workers: int = 1, address: str | None = N
             try:
                 import dask_jobqueue
             except ImportError as exc:
-                raise ValueError(f"dask cluster {cluster!r} needs dask-jobqueue: pip install 'openmm-adv[dask]'") from exc
+                raise ValueError(f"dask cluster {cluster!r} needs dask-jobqueue: "
+                                 "pip install 'openmm-adv[dask]'") from exc
             cls = getattr(dask_jobqueue, JOBQUEUE_CLUSTERS[cluster])
             try:
                 made = cls(**options)
@@ -495,8 +496,8 @@ class DaskLabeller(Labeller):
     -----
     The pickled oracle travels inside each task (one of more than 1 MB once per run, as a task
     of its own that the scheduler recomputes if its worker dies, which a scattered object would
-    not be) and is unpacked once per worker thread. A structure's label depends only on its coordinates, so a rerun task gives
-    the label a first attempt would have given.
+    not be) and is unpacked once per worker thread. A structure's label depends only on its
+    coordinates, so a rerun task gives the label a first attempt would have given.
     """
 
     def __init__(self, cluster: str = "local", workers: int = 1, address: str | None = None,

@@ -62,7 +62,8 @@ class LabelJournal:
                 stored = json.loads(manifest.read_text())
             except json.JSONDecodeError:
                 stored = {}
-            if stored.get("format") != _FORMAT or stored.get("key") != key or stored.get("n_structures") != n_structures:
+            expected = {"format": _FORMAT, "key": key, "n_structures": n_structures}
+            if any(stored.get(k) != v for k, v in expected.items()):
                 raise ValueError(f"{self.folder} holds labels of other frames, another system or another oracle; "
                                  "remove it to start over, or rerun the command that made it to finish that job")
         else:

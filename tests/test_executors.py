@@ -157,7 +157,7 @@ def test_make_labeller_follows_the_oracle_section():
     ({"executor": {"kind": "process", "cluster": "slurm"}}, r"oracle\.executor\.kind: .*set kind: dask"),
     ({"executor": {"kind": "dask", "cluster": "address"}}, r"oracle\.executor\.address: cluster 'address' needs"),
     ({"executor": {"kind": "dask", "address": "tcp://h:1"}}, r"oracle\.executor\.cluster: an address is only read"),
-    ({"executor": {"kind": "dask", "cluster": "kubernetes"}}, r"oracle\.executor\.cluster: 'kubernetes' is not allowed"),
+    ({"executor": {"kind": "dask", "cluster": "k8s"}}, r"oracle\.executor\.cluster: 'k8s' is not allowed"),
     ({"executor": {"kind": "dask", "retries": -1}}, r"oracle\.executor\.retries: must be at least 0"),
 ])
 def test_executor_config_errors_name_the_key(section, message):
