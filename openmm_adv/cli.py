@@ -107,7 +107,6 @@ def _dask_executor(where: str | None, configured):
     from dataclasses import replace
 
     from .config import ExecutorConfig, parse_section
-
     from .executors import DASK_CLUSTERS
 
     cluster, address = (where, None) if "://" not in where else ("address", where)

@@ -251,13 +251,13 @@ def _loop_failed(out: Path, repeat: int, name: str, error: BaseException) -> Run
 def _run_on_dask(protocol: CompareProtocol, out: Path, jobs: list, initial: dict, workers: int,
                  executor: cfg.ExecutorConfig, results: dict, bar) -> None:
     """Run the loops as tasks of a Dask cluster, collecting their results as they finish."""
-    from distributed import as_completed as completed_in_turn
-
     # A loop that labels in worker processes of its own needs workers that may start processes.
     nested = protocol.oracle.workers > 1 or protocol.oracle.timeout is not None
     client, cluster = start_dask(executor.cluster, workers, executor.address, executor.threads_per_worker,
                                  executor.retries, executor.options, daemon_workers=not nested)
     try:
+        from distributed import as_completed as completed_in_turn
+
         # Absolute paths: a worker's working directory need not be ours.
         out, initial = out.resolve(), {r: Path(p).resolve() for r, p in initial.items()}
         futures = {client.submit(_run_one_loop, protocol, out, r, name, initial[r], pure=False,
