@@ -98,8 +98,28 @@ def _compare(args) -> int:
     overrides = {k: v for k, v in (("repeats", args.repeats), ("generations", args.generations)) if v is not None}
     protocol = load_protocol(path, overrides)
     output = args.output or str(Path("compare_output") / protocol.name)
-    run_protocol(protocol, output, progress=not args.quiet, workers=args.workers)
+    run_protocol(protocol, output, progress=not args.quiet, workers=args.workers,
+                 executor=_dask_executor(args.dask, protocol.executor))
     return 0
+
+
+def _dask_executor(where: str | None, configured):
+    """The protocol's executor, or a dask one when ``--dask`` names a cluster kind or address."""
+    if where is None:
+        return configured
+    from dataclasses import replace
+
+    from .config import ExecutorConfig, parse_section
+    from .executors import DASK_CLUSTERS
+
+    cluster, address = (where, None) if "://" not in where else ("address", where)
+    if cluster not in DASK_CLUSTERS or cluster == "address":
+        raise ValueError(f"--dask {where}: give local, a scheduler address such as tcp://host:8786, or one of "
+                         f"{', '.join(DASK_CLUSTERS[2:])}")
+    if cluster == configured.cluster and configured.kind == "dask":
+        return replace(configured, address=address or configured.address)
+    # another kind of cluster than the protocol's: its options do not apply
+    return parse_section(ExecutorConfig, {"kind": "dask", "cluster": cluster, "address": address}, "--dask")
 
 
 def _config(args) -> int:
@@ -159,7 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--generations", type=int, default=None, help="override the protocol's generations")
     compare.add_argument("--quiet", action="store_true", help="no progress bars")
     compare.add_argument("--workers", type=int, default=1,
-                         help="loops run in parallel, one process each (default 1); results do not depend on it")
+                         help="loops run in parallel, one process (or dask worker) each (default 1); results do not "
+                              "depend on it")
+    compare.add_argument("--dask", default=None, metavar="CLUSTER",
+                         help="run the loops on a dask cluster: local (a LocalCluster of --workers workers), a "
+                              "scheduler address (tcp://host:8786), or slurm, pbs, sge, lsf, htcondor, moab, oar "
+                              "with the protocol's executor.options (dask-jobqueue, --workers workers)")
     compare.set_defaults(func=_compare)
     config = sub.add_parser("config", help="print an example YAML config with every key and its default")
     config.add_argument("kind", choices=["init", "md", "label", "train", "attack", "loop"])

@@ -13,7 +13,6 @@ from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from . import config as cfg
 from ._torch import configure_threads
@@ -29,6 +28,8 @@ from .builders import (
 )
 from .data import Dataset, read_extxyz, write_extxyz
 from .outputs import check_writable_file, check_writable_folder
+from .executors import make_labeller
+from .label_journal import LabelJournal, journal_key
 
 __all__ = ["run_init", "run_md", "run_label", "run_train", "run_attack", "run_loop", "run_export", "example_config"]
 
@@ -70,9 +71,12 @@ def run_label(config: cfg.LabelRunConfig, progress: bool = True, echo=print) -> 
     Before the oracle runs, the output must be writable and, when it exists, a readable dataset
     of the same molecule labelled by the same oracle (see :mod:`openmm_adv.oracle_record`;
     ``config.oracle.allow_mixed`` lets another one in), and the input's geometry must be in nm.
-    Labels that fail, or that :func:`openmm_adv.plausibility.label_problems` refuses (out of the
-    data's energy range, absurd forces), are written to ``<output>.failures.json`` with their
-    reasons; they never stop the run, but a run in which every label is refused is an error.
+    Each label is saved as it comes back, in ``<output>.partial/`` (see
+    :class:`~openmm_adv.label_journal.LabelJournal`), so a killed run resumes where it stopped;
+    the folder is removed once the labels are in the dataset. Labels that fail, or that
+    :func:`openmm_adv.plausibility.label_problems` refuses (out of the data's energy range, absurd
+    forces), are written to ``<output>.failures.json`` with their reasons; they never stop the
+    run, but a run in which every label is refused is an error.
     """
     from .oracle_record import check_oracle
     from .plausibility import label_problems, units_problem
@@ -87,9 +91,16 @@ def run_label(config: cfg.LabelRunConfig, progress: bool = True, echo=print) -> 
         raise ValueError(f"input {config.input}: {problem}")
     oracle = build_oracle(config.oracle, system)
     record = check_oracle(oracle, existing, str(output), config.oracle.allow_mixed, echo)
-    echo(f"labelling {len(positions)} frames of {config.input} with {oracle.name} ({config.oracle.workers} worker(s))")
-    start = time.perf_counter()
-    labels = oracle.label(positions, n_workers=config.oracle.workers)
+    recipe = {"system": _plain(config.system), "oracle": {"kind": config.oracle.kind, "options": config.oracle.options}}
+    journal = LabelJournal(Path(str(output) + ".partial"), journal_key(positions, recipe), len(positions))
+    pending = journal.pending()
+    with make_labeller(config.oracle) as labeller:
+        earlier = len(positions) - len(pending)
+        echo(f"labelling {len(pending)} frames of {config.input} with {oracle.name} on {labeller.describe()}"
+             + (f" ({earlier} labelled by an earlier run, kept in {journal.folder})" if earlier else ""))
+        start = time.perf_counter()
+        labeller.run(oracle, positions, journal.save, indices=pending)
+    labels = journal.labels(system.n_atoms, oracle.name)
     reasons = list(labels.errors)
     labelled = np.asarray(labels.ok, dtype=bool)
     ok = labelled.copy()
@@ -107,6 +118,7 @@ def run_label(config: cfg.LabelRunConfig, progress: bool = True, echo=print) -> 
         _atomic_write_json(failure_path, failures)
     if labelled.any() and not ok.any():
         first = next(f for f in failures if labelled[f["frame"]])
+        journal.remove()
         raise ValueError(f"every label was refused, nothing was appended to {output}; frame {first['frame']}: "
                          f"{first['reason']} (all reasons in {failure_path})")
     records = Dataset(system.atomic_numbers)
@@ -114,7 +126,11 @@ def run_label(config: cfg.LabelRunConfig, progress: bool = True, echo=print) -> 
         records.append(positions[ok], labels.energies[ok], labels.forces[ok], generation=config.generation,
                        sampler=config.sampler, oracle=oracle.name)
         records.oracle_record = record
-    size = Dataset.append_to_file(output, records, allow_mixed_oracles=config.oracle.allow_mixed)
+    # Tagged, so that a run resumed after a kill between the append and the journal's removal
+    # appends once.
+    size = Dataset.append_to_file(output, records, tag=f"label-{journal.id}",
+                                  allow_mixed_oracles=config.oracle.allow_mixed)
+    journal.remove()
     summary = {"frames": len(positions), "labelled": int(ok.sum()), "failed": len(failures),
                "dataset_size": size, "seconds": time.perf_counter() - start}
     echo(f"labelled {summary['labelled']}/{summary['frames']} in {summary['seconds']:.1f} s; {output} now holds {size}"
@@ -214,8 +230,9 @@ def run_init(config: cfg.InitRunConfig, progress: bool = True, echo=print) -> di
             positions = positions[pick]
             records = records.subset(pick) if records is not None else None
     if records is None:
-        echo(f"labelling {len(positions)} frames with {oracle.name} ({config.oracle.workers} worker(s))")
-        labels = oracle.label(positions, n_workers=config.oracle.workers)
+        with make_labeller(config.oracle) as labeller:
+            echo(f"labelling {len(positions)} frames with {oracle.name} on {labeller.describe()}")
+            labels = oracle.label(positions, executor=labeller)
         oracle_calls += len(positions)
         ok = np.asarray(labels.ok, dtype=bool)
         info["oracle_failures"] = int((~ok).sum())
@@ -492,14 +509,19 @@ def run_loop(config: cfg.LoopRunConfig, run_dir: str | Path, progress: bool = Tr
     # Growing the number of generations is how a finished run is extended, so it is not part
     # of the settings a resume must match.
     settings["loop"].pop("generations")
+    # Where and how patiently labels are computed does not change what a label is.
+    settings["oracle"].pop("executor")
+    settings["oracle"].pop("timeout")
     # The resolved architecture (a null one means painn or the initial committee's), so runs
     # made before it could be null resume; a template is stored by what identifies it.
     settings["model"]["architecture"] = trainer.architecture
     if trainer.template is not None:
         settings["model_template"] = trainer.describe()["template"]
+    oracle = build_oracle(config.oracle, system)
+    labeller = make_labeller(config.oracle)
     loop = ActiveLearningLoop(
         system=system,
-        oracle=build_oracle(config.oracle, system),
+        oracle=oracle,
         samplers=build_samplers(config.samplers, system, progress=progress),
         selector=build_selector(config.selection, system),
         trainer=trainer,
@@ -511,6 +533,7 @@ def run_loop(config: cfg.LoopRunConfig, run_dir: str | Path, progress: bool = Tr
         metric=next(iter(config.samplers.values())).metric,
         initial_committee=initial_committee,
         label_workers=config.oracle.workers,
+        labeller=labeller,
         final_training=config.loop.final_training,
         max_label_energy=_label_cap(config.loop.max_label_energy, system),
         allow_mixed_oracles=config.oracle.allow_mixed,
@@ -518,7 +541,8 @@ def run_loop(config: cfg.LoopRunConfig, run_dir: str | Path, progress: bool = Tr
         settings=settings,
         echo=echo,
     )
-    records = loop.run()
+    with labeller:
+        records = loop.run()
     echo(f"done: {len(records)} log records in {loop.log_path}; dataset {loop.dataset_path}")
     return records
 

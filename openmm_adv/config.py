@@ -26,6 +26,7 @@ __all__ = [
     "SystemConfig",
     "DataConfig",
     "OracleConfig",
+    "ExecutorConfig",
     "ModelConfig",
     "TrainingSection",
     "AttackConfig",
@@ -268,19 +269,62 @@ class DataConfig:
     seed: int = 0
 
 
+_DASK_CLUSTERS = ("local", "address", "slurm", "pbs", "sge", "lsf", "htcondor", "moab", "oar")
+
+
+@dataclass
+class ExecutorConfig:
+    """Where parallel work runs (see :mod:`openmm_adv.executors`). ``kind``: ``process`` (a
+    pool of processes on this machine, the default) or ``dask`` (a ``dask.distributed``
+    cluster; ``pip install 'openmm-adv[dask]'``). ``cluster`` (dask): ``local`` (a
+    LocalCluster), ``address`` (a running scheduler at ``address``), or a batch system through
+    dask-jobqueue (``slurm``, ``pbs``, ``sge``, ``lsf``, ``htcondor``, ``moab``, ``oar``) whose
+    keyword arguments (``cores``, ``memory``, ``queue``, ``account``, ``walltime``, ...) go in
+    ``options``; see ``examples/dask_slurm``. The number of workers comes from the section
+    that uses this one (``oracle.workers``, ``compare --workers``). ``retries``: reruns of a task
+    whose worker died."""
+
+    kind: str = field(default="process", **_limits(choices=("process", "dask")))
+    cluster: str = field(default="local", **_limits(choices=_DASK_CLUSTERS))
+    address: Optional[str] = None
+    threads_per_worker: int = field(default=1, **_limits(ge=1))
+    retries: int = field(default=2, **_limits(ge=0))
+    options: dict = field(default_factory=dict)
+
+    def check(self, where: str) -> None:
+        if self.kind == "process" and (self.cluster != "local" or self.address or self.options
+                                       or self.threads_per_worker != 1):
+            raise ConfigError(f"{_join(where, 'kind')}: cluster, address, threads_per_worker and options describe "
+                              f"a dask cluster; set kind: dask (or drop them)")
+        if self.cluster == "address" and not self.address:
+            raise ConfigError(f"{_join(where, 'address')}: cluster 'address' needs the scheduler's address, "
+                              f"e.g. tcp://host:8786")
+        if self.address and self.cluster != "address":
+            raise ConfigError(f"{_join(where, 'cluster')}: an address is only read with cluster: address "
+                              f"(got cluster {self.cluster!r})")
+
+
 @dataclass
 class OracleConfig:
     """Ground truth. ``kind``: ``openmm`` (the system's force field), ``xtb`` (GFN2-xTB via
     tblite), ``ase`` (``calculator: module:callable``), ``analytic`` (toys). ``options`` go to
     the oracle (e.g. ``charge``, ``multiplicity``, ``threads`` for xtb; ``platform`` for openmm).
-    ``workers`` > 1 labels in a local process pool. A dataset records the oracle that labelled
-    it and refuses labels of another one (another kind, force field, xTB method, charge ...);
-    ``allow_mixed: true`` (or ``--allow-mixed-oracles``) mixes them on purpose."""
+    ``workers`` > 1 labels in parallel: in a local process pool, or on a Dask cluster when
+    ``executor.kind`` is ``dask``. ``timeout`` (s per structure): a structure that runs over is
+    recorded as failed and its worker process killed (null: no limit). A dataset records the
+    oracle that labelled it and refuses labels of another one (another kind, force field, xTB
+    method, charge ...); ``allow_mixed: true`` (or ``--allow-mixed-oracles``) mixes them on purpose."""
 
     kind: str = field(default="openmm", **_limits(choices=("openmm", "xtb", "ase", "analytic")))
     options: dict = field(default_factory=dict)
     workers: int = field(default=1, **_limits(ge=1))
+    timeout: Optional[float] = field(default=None, **_limits(gt=0.0))
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     allow_mixed: bool = False
+
+    def check(self, where: str) -> None:
+        if self.timeout is not None and not self.timeout < float("inf"):
+            raise ConfigError(f"{_join(where, 'timeout')}: must be a finite number of seconds (null: no limit)")
 
 
 @dataclass

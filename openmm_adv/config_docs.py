@@ -46,8 +46,18 @@ KEY_HELP: dict[str, dict[str, str]] = {
     "OracleConfig": {
         "kind": "ground truth: openmm (the system's force field), xtb (GFN2-xTB), ase (a calculator), analytic (toys)",
         "options": "oracle options, e.g. {platform: CPU} for openmm, {method: GFN2-xTB, threads: 1} for xtb",
-        "workers": "label in a local pool of this many processes",
+        "workers": "label with this many workers: local processes, or dask workers with executor.kind dask",
+        "timeout": "seconds one structure may take; a hang is recorded as a failure and its worker killed (null: no limit)",
+        "executor": "where the workers run: a local process pool (the default) or a dask cluster",
         "allow_mixed": "let labels of another oracle join a dataset labelled by this one (normally refused)",
+    },
+    "ExecutorConfig": {
+        "kind": "process (a pool of processes on this machine) or dask (a dask.distributed cluster; pip install 'openmm-adv[dask]')",
+        "cluster": "dask: local (LocalCluster), address (a running scheduler), or slurm, pbs, sge, lsf, htcondor, moab, oar (dask-jobqueue)",
+        "address": "dask scheduler address for cluster: address, e.g. tcp://host:8786",
+        "threads_per_worker": "threads of each LocalCluster worker (jobqueue: cores/processes in options)",
+        "retries": "reruns of a task whose worker died before it is recorded as failed",
+        "options": "keyword arguments of LocalCluster or the jobqueue cluster (cores, memory, queue, account, walltime, ...)",
     },
     "ModelConfig": {
         "architecture": "painn (equivariant), schnet, mlp (2D toys), or from_committee (your own; null: from_committee for a non-built-in committee, else painn)",

@@ -24,9 +24,7 @@ import dataclasses
 import fcntl
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, is_dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -35,6 +33,7 @@ from tqdm.auto import tqdm
 
 from ._errors import LoopBusyError, first_line
 from .data import Dataset
+from .executors import make_labeller
 from .models.committee import Committee
 from .models.own import is_builtin
 from .oracle_record import check_oracle, descriptor_of, merge_records
@@ -68,7 +67,7 @@ class ActiveLearningLoop:
     ----------
     system : MolecularSystem
     oracle : openmm_adv.oracles.Oracle
-        Ground truth; must be picklable when ``label_workers > 1``.
+        Ground truth; must be picklable when it is labelled in other processes.
     samplers : sequence
         Objects with a ``name`` and ``sample(committee, seeds, rng) -> Candidates``
         (e.g. :class:`~openmm_adv.samplers.AttackSampler`).
@@ -95,7 +94,12 @@ class ActiveLearningLoop:
         ``CommitteeTrainer.from_committee(...)`` (or architecture ``from_committee``) to keep
         this committee's.
     label_workers : int
-        Processes labelling in parallel (``1``: in this process).
+        Processes labelling in parallel (``1``: in this process); read when no ``labeller``
+        is given.
+    labeller : openmm_adv.executors.Labeller, optional
+        Where the labels are computed (a process pool with a per-structure timeout, a Dask
+        cluster; see :func:`openmm_adv.executors.make_labeller`). The caller owns it and
+        closes it after :meth:`run`. Each label is saved as it comes back, in any order.
     final_training : bool
         After the last generation, train a committee on the whole dataset (``final/``).
     max_label_energy : float, optional
@@ -132,6 +136,7 @@ class ActiveLearningLoop:
         metric: str = "force_variance",
         initial_committee: Committee | str | Path | None = None,
         label_workers: int = 1,
+        labeller=None,
         final_training: bool = True,
         max_label_energy: float | None = None,
         allow_mixed_oracles: bool = False,
@@ -164,6 +169,9 @@ class ActiveLearningLoop:
         self.metric = metric
         self.initial_committee = initial_committee
         self.label_workers = int(label_workers)
+        self.labeller = labeller
+        if labeller is not None:
+            labeller.check(oracle)  # an oracle that cannot travel to the workers fails now, not after training
         self.final_training = bool(final_training)
         if max_label_energy is not None and not max_label_energy > 0:
             raise ValueError(f"max_label_energy must be a positive energy in kJ/mol, got {max_label_energy}")
@@ -492,7 +500,8 @@ class ActiveLearningLoop:
         pending = [i for i in range(len(positions))
                    if self._read_or_discard(label_dir / f"{i:05d}.npz", read_label, "labelling it again") is None]
         if pending:
-            self.echo(f"generation {g}: labelling {len(pending)} of {len(positions)} structures with {self.oracle.name}")
+            where = f" on {self.labeller.describe()}" if self.labeller is not None else ""
+            self.echo(f"generation {g}: labelling {len(pending)} of {len(positions)} structures with {self.oracle.name}{where}")
         bar = tqdm(total=len(pending), desc=f"labels gen {g}", disable=not self.progress, leave=False)
         # The dataset is not appended to before this generation's labels are all saved, so
         # the threshold is the same on resume.
@@ -515,26 +524,12 @@ class ActiveLearningLoop:
             bar.update(1)
             self._checkpoint("labelled", g)
 
-        if self.label_workers == 1 or len(pending) <= 1:
-            for i in pending:
-                save(i, *_timed_compute(self.oracle, positions[i][None]))
-        else:
-            from .oracles.base import _init_worker
-
-            with ProcessPoolExecutor(self.label_workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                                     initargs=(getattr(self.oracle, "threads", 1),)) as pool:
-                futures = {pool.submit(_timed_compute, self.oracle, positions[i][None]): i for i in pending}
-                for future in as_completed(futures):
-                    i = futures[future]
-                    try:
-                        labels, seconds = future.result()
-                    except Exception as exc:  # a worker died or the oracle could not be sent to it
-                        from .oracles import Labels
-
-                        labels = Labels.failed(1, self.system.n_atoms, f"executor: {type(exc).__name__}: {first_line(exc)}",
-                                               getattr(self.oracle, "name", "oracle"))
-                        seconds = 0.0
-                    save(i, labels, seconds)
+        if pending:
+            if self.labeller is not None:
+                self.labeller.run(self.oracle, positions, save, indices=pending)
+            else:
+                with make_labeller(workers=min(self.label_workers, len(pending))) as labeller:
+                    labeller.run(self.oracle, positions, save, indices=pending)
         bar.close()
         return [read_label(label_dir / f"{i:05d}.npz") for i in range(len(positions))]
 
@@ -670,20 +665,6 @@ def _settings_diff(stored, current, prefix: str = "") -> tuple[list[str], list[s
     elif stored != current:
         changed.append(prefix)
     return changed, added
-
-
-def _timed_compute(oracle, positions):
-    """The oracle's labels of ``positions`` and the seconds they took; an oracle that raises
-    gives failed labels with the exception as their reason (one structure never stops a run)."""
-    start = time.perf_counter()
-    try:
-        labels = oracle.compute(positions)
-    except Exception as exc:
-        from .oracles import Labels
-
-        labels = Labels.failed(len(positions), positions.shape[1], f"oracle raised {type(exc).__name__}: {first_line(exc)}",
-                               getattr(oracle, "name", type(oracle).__name__))
-    return labels, time.perf_counter() - start
 
 
 def _stat(function, values) -> float | None:

@@ -129,3 +129,13 @@ def test_selection_scale_compares_old_and_new(bench, capsys):
         assert float(row[1]) > 0 and float(row[4]) > 0 and float(row[6]) >= 0  # old and new timed, new measured
         assert row[9] == "yes"  # the same answers
     assert "extrapolated" in rows[1][3]
+
+
+def test_label_throughput_prints_pool_and_dask_per_worker_count(bench, capsys):
+    pytest.importorskip("tblite", reason="needs the [xtb] extra")
+    pytest.importorskip("distributed", reason="needs the [dask] extra")
+    bench("label_throughput").main(["--molecule", "ethanol", "--frames", "4", "--workers", "1", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert "host:" in out and "GFN2-xTB" in out and "identical" in out
+    (row,) = table_rows(out)
+    assert row[0] == "1" and all(float(cell) > 0 for cell in row[1:])

@@ -226,6 +226,15 @@ def test_process_pool_labelling_gives_the_same_dataset(tmp_path, uninterrupted):
     assert_same_dataset(uninterrupted[0] / "dataset.h5", tmp_path / "dataset.h5")
 
 
+def test_dask_labelling_gives_the_same_dataset(tmp_path, uninterrupted):
+    pytest.importorskip("distributed", reason="dask.distributed is not installed (pip install 'openmm-adv[dask]')")
+    from openmm_adv.executors import DaskLabeller
+
+    with DaskLabeller("local", workers=2, options={"silence_logs": 40}) as labeller:
+        ActiveLearningLoop(**_loop_kwargs(tmp_path), labeller=labeller).run()
+    assert_same_dataset(uninterrupted[0] / "dataset.h5", tmp_path / "dataset.h5")
+
+
 def test_resume_accepts_settings_added_by_a_newer_version(tmp_path):
     make_loop(tmp_path, n_generations=1).run()
     manifest = tmp_path / "loop.json"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import time
+import uuid
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 from .. import config as cfg
 from .._torch import configure_threads
 from ..builders import build_oracle, build_sampler, build_selector, build_system, build_trainer, load_data
+from ..executors import make_labeller, start_dask
 from ..loop import ActiveLearningLoop, _atomic_write_text, read_log
 from .metrics import generation_metrics
 
@@ -83,6 +85,8 @@ class CompareProtocol:
     # kJ/mol above the dataset's lowest energy: labels beyond it are rejected (see ActiveLearningLoop).
     max_label_energy: Optional[float] = field(default=None, metadata={"gt": 0.0, "allow_inf": True})
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    # Where the loops run (kind process: a local pool of --workers processes; dask: a cluster).
+    executor: cfg.ExecutorConfig = field(default_factory=cfg.ExecutorConfig)
     description: str = ""
 
     def check(self, where: str) -> None:
@@ -109,7 +113,7 @@ def _initial_committee(protocol: CompareProtocol, system, data, trainer, folder:
 
 
 def _loop_for(protocol: CompareProtocol, out: Path, repeat: int, name: str, system, oracle, trainer,
-              initial: Path) -> ActiveLearningLoop:
+              initial: Path, labeller=None) -> ActiveLearningLoop:
     entry = protocol.samplers[name]
     data_config = _repeat_data_config(protocol, repeat)
     data = load_data(data_config, system, where="initial_data")
@@ -121,15 +125,21 @@ def _loop_for(protocol: CompareProtocol, out: Path, repeat: int, name: str, syst
         run_dir=out / "runs" / name / f"rep{repeat:02d}",
         n_generations=protocol.generations, seeds_per_generation=seeds, seed=protocol.seed + repeat,
         metric=getattr(entry.options, "metric", "force_variance"), initial_committee=initial,
-        label_workers=protocol.oracle.workers, final_training=True, progress=False,
+        label_workers=protocol.oracle.workers, labeller=labeller, final_training=True, progress=False,
         max_label_energy=protocol.max_label_energy,
         settings={"sampler": name, "kind": entry.kind, "options": asdict(entry.options),
                   "selection": asdict(selection), "model": asdict(protocol.model),
                   "training": asdict(protocol.training), "initial_data": asdict(data_config),
-                  "oracle": asdict(protocol.oracle), "seeds": seeds, "seed": protocol.seed + repeat,
+                  "oracle": _label_settings(protocol.oracle), "seeds": seeds, "seed": protocol.seed + repeat,
                   "max_label_energy": protocol.max_label_energy},
         echo=lambda message: None,
     )
+
+
+def _label_settings(oracle: cfg.OracleConfig) -> dict:
+    """The oracle section as a loop's settings: where and how patiently labels are computed
+    does not change what a label is, so it may differ on resume."""
+    return {k: v for k, v in asdict(oracle).items() if k not in ("executor", "timeout")}
 
 
 def _repeat_data_config(protocol: CompareProtocol, repeat: int) -> cfg.DataConfig:
@@ -144,13 +154,14 @@ def _run_one_loop(protocol: CompareProtocol, out: Path, repeat: int, name: str, 
     system = build_system(protocol.system)
     trainer = build_trainer(protocol.model, protocol.training, progress=False)
     oracle = build_oracle(protocol.oracle, system)
-    loop = _loop_for(protocol, out, repeat, name, system, oracle, trainer, initial)
-    loop.run()
+    with make_labeller(protocol.oracle) as labeller:
+        loop = _loop_for(protocol, out, repeat, name, system, oracle, trainer, initial, labeller)
+        loop.run()
     return _cached_metrics(loop, protocol, system), str(loop.dataset_path)
 
 
 def run_protocol(protocol: CompareProtocol, output_dir: str | Path, progress: bool = True, echo=print,
-                 workers: int = 1) -> dict:
+                 workers: int = 1, executor: cfg.ExecutorConfig | None = None) -> dict:
     """Run (or resume) every sampler x repeat loop, compute the metrics and write the report.
 
     Parameters
@@ -166,12 +177,23 @@ def run_protocol(protocol: CompareProtocol, output_dir: str | Path, progress: bo
         Loops run at the same time, each in its own spawned process with ``protocol.threads``
         torch threads. The loops are independent once each repeat's shared initial committee is
         trained, and each writes only its own folder, so the results do not depend on
-        ``workers``; only the wall time does.
+        ``workers``; only the wall time does. With a dask executor: the workers of the
+        cluster (a LocalCluster or a batch system: workers started; a scheduler address:
+        its own).
+    executor : ExecutorConfig, optional
+        Where the loops run (default ``protocol.executor``): a local process pool, or a Dask
+        cluster whose workers see ``output_dir`` (a shared file system). A loop whose worker
+        dies is rerun by the scheduler and resumes from its folder.
     """
     from .report import write_report
 
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    executor = protocol.executor if executor is None else executor
+    if executor.kind == "dask" and protocol.oracle.executor.kind == "dask":
+        # A loop task waiting on label tasks of the same cluster can hold every worker thread.
+        raise ValueError("the loops run on dask and their labels would too (oracle.executor.kind: dask): label "
+                         "inside each loop instead (oracle.executor.kind: process, oracle.workers: N)")
     configure_threads(protocol.threads)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -189,11 +211,13 @@ def run_protocol(protocol: CompareProtocol, output_dir: str | Path, progress: bo
     jobs = [(r, name) for r in range(protocol.repeats) for name in protocol.samplers]
     results = {}
     bar = tqdm(total=len(jobs), desc=f"{protocol.name}", unit="loop", disable=not progress)
-    if workers == 1:
+    if workers == 1 and executor.kind == "process":
         for repeat, name in jobs:
             bar.set_postfix(sampler=name, repeat=repeat)
             results[(repeat, name)] = _run_one_loop(protocol, out, repeat, name, initial[repeat])
             bar.update()
+    elif executor.kind == "dask":
+        _run_on_dask(protocol, out, jobs, initial, workers, executor, results, bar)
     else:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
@@ -204,9 +228,7 @@ def run_protocol(protocol: CompareProtocol, output_dir: str | Path, progress: bo
                     results[(repeat, name)] = future.result()
                 except Exception as error:
                     pool.shutdown(wait=True, cancel_futures=True)  # running loops finish, queued ones never start
-                    raise RuntimeError(f"loop {name} repeat {repeat} failed: {error}; its folder "
-                                       f"{out / 'runs' / name / f'rep{repeat:02d}'} keeps the finished stages, "
-                                       "rerun the same command to resume") from error
+                    raise _loop_failed(out, repeat, name, error) from error
                 bar.set_postfix(done=f"{name}/rep{repeat:02d}")
                 bar.update()
     bar.close()
@@ -218,6 +240,42 @@ def run_protocol(protocol: CompareProtocol, output_dir: str | Path, progress: bo
     summary = write_report(protocol, out, rows, points, wall_seconds=time.perf_counter() - start)
     echo(f"wrote {out / 'REPORT.md'}")
     return summary
+
+
+def _loop_failed(out: Path, repeat: int, name: str, error: BaseException) -> RuntimeError:
+    return RuntimeError(f"loop {name} repeat {repeat} failed: {error}; its folder "
+                        f"{out / 'runs' / name / f'rep{repeat:02d}'} keeps the finished stages, "
+                        "rerun the same command to resume")
+
+
+def _run_on_dask(protocol: CompareProtocol, out: Path, jobs: list, initial: dict, workers: int,
+                 executor: cfg.ExecutorConfig, results: dict, bar) -> None:
+    """Run the loops as tasks of a Dask cluster, collecting their results as they finish."""
+    # A loop that labels in worker processes of its own needs workers that may start processes.
+    nested = protocol.oracle.workers > 1 or protocol.oracle.timeout is not None
+    client, cluster = start_dask(executor.cluster, workers, executor.address, executor.threads_per_worker,
+                                 executor.retries, executor.options, daemon_workers=not nested)
+    try:
+        from distributed import as_completed as completed_in_turn
+
+        # Absolute paths: a worker's working directory need not be ours.
+        out, initial = out.resolve(), {r: Path(p).resolve() for r, p in initial.items()}
+        futures = {client.submit(_run_one_loop, protocol, out, r, name, initial[r], pure=False,
+                                 key=f"openmm-adv-loop-{name}-rep{r:02d}-{uuid.uuid4().hex[:8]}"): (r, name)
+                   for r, name in jobs}
+        for future in completed_in_turn(futures):
+            repeat, name = futures[future]
+            try:
+                results[(repeat, name)] = future.result()
+            except Exception as error:  # the loop raised, or its workers kept dying (KilledWorker)
+                client.cancel(list(futures))
+                raise _loop_failed(out, repeat, name, error) from error
+            bar.set_postfix(done=f"{name}/rep{repeat:02d}")
+            bar.update()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def _cached_metrics(loop: ActiveLearningLoop, protocol: CompareProtocol, system) -> list[dict]:

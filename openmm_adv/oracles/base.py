@@ -1,4 +1,4 @@
-"""The batch interface every ground-truth oracle shares, and the executor that runs it.
+"""The batch interface every ground-truth oracle shares.
 
 An oracle maps positions ``[B, N, 3]`` (nm) to energies ``[B]`` (kJ/mol) and forces
 ``[B, N, 3]`` (kJ/mol/nm). Labelling is the expensive, failure-prone step of active learning
@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import abc
 import math
-import multiprocessing
 import os
 import threading
 import time
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -209,33 +208,44 @@ class Oracle(abc.ABC):
         labels.forces[k] = forces
         return None
 
-    def label(self, positions, executor: Executor | None = None, n_workers: int = 1,
-              chunk_size: int | None = None) -> Labels:
-        """Label a batch, in chunks, through an executor.
+    def label(self, positions, executor=None, n_workers: int = 1, chunk_size: int | None = None,
+              timeout: float | None = None, on_label=None) -> Labels:
+        """Label a batch, in parallel where asked.
 
         Parameters
         ----------
         positions : array_like or openmm.unit.Quantity
             ``[B, N, 3]`` or ``[N, 3]``; plain numbers are nm.
-        executor : concurrent.futures.Executor, optional
-            Runs the chunks; the caller owns it (it is not shut down here). A process pool
-            must be able to pickle this oracle. Without one: in this process when
-            ``n_workers == 1``, else in a ``spawn`` process pool of ``n_workers`` created and
-            shut down here (spawn, because forking a process that holds OpenMM or CUDA state
-            is unsafe).
+        executor : openmm_adv.executors.Labeller or concurrent.futures.Executor, optional
+            Where the structures are labelled; the caller owns it (it is not closed here).
+            A :class:`~openmm_adv.executors.Labeller` (a process pool with a timeout, a Dask
+            cluster) runs one task per structure. A plain ``concurrent.futures`` executor runs
+            chunks of ``chunk_size`` structures; a process pool must be able to pickle this
+            oracle. Without one: in this process when ``n_workers == 1`` and there is no
+            ``timeout``, else in a :class:`~openmm_adv.executors.ProcessLabeller` of
+            ``n_workers`` spawned processes made and closed here.
         n_workers : int
             Worker processes when no executor is given.
         chunk_size : int, optional
-            Structures per task. Default: about four chunks per worker, which balances load
-            without paying the per-task pickling of the oracle for every structure.
+            Structures per task of a ``concurrent.futures`` executor. Default: about four
+            chunks per worker, which balances load without pickling the oracle per structure.
+        timeout : float, optional
+            Seconds one structure may take when no executor is given; one that runs over is
+            recorded as failed (``"timeout after N s"``) and its worker process killed.
+        on_label : callable, optional
+            ``on_label(i, labels, seconds)`` for each structure as it completes (a
+            :class:`Labels` of that one structure), so a caller can save labels as they come;
+            not with a ``concurrent.futures`` executor.
 
         Returns
         -------
         Labels
-            In input order. A chunk whose task itself failed (a worker crashed, the oracle
-            could not be pickled) has each of its structures marked failed with that reason;
-            the rest of the batch is still returned.
+            In input order. A structure whose task itself failed (its worker died too often,
+            it ran over the timeout, the oracle could not be pickled for a plain executor) is
+            marked failed with that reason; the rest of the batch is still returned.
         """
+        from ..executors import Labeller, make_labeller
+
         xyz = self._check_positions(positions)
         n_workers = int(n_workers)
         if n_workers < 1:
@@ -243,24 +253,27 @@ class Oracle(abc.ABC):
         if chunk_size is not None and int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
         start = time.perf_counter()
-        if executor is None and (n_workers == 1 or len(xyz) == 0):
-            labels = self.compute(xyz)
-        elif executor is None:
-            n_workers = min(n_workers, len(xyz))  # each spawned worker costs about a second
-            pool = ProcessPoolExecutor(
-                n_workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
-                initargs=(self.threads,),
-            )
-            try:
-                labels = self._label_chunks(xyz, pool, n_workers, chunk_size)
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
-        else:
+        if executor is not None and not isinstance(executor, Labeller):
+            if on_label is not None:
+                raise ValueError("on_label needs labels as they complete: give a Labeller (openmm_adv.executors), "
+                                 "not a concurrent.futures executor")
             # The standard pools expose their size only privately; it only tunes chunking.
-            workers = getattr(executor, "_max_workers", n_workers)
-            labels = self._label_chunks(xyz, executor, workers, chunk_size)
+            labels = self._label_chunks(xyz, executor, getattr(executor, "_max_workers", n_workers), chunk_size)
+        else:
+            labeller = executor or make_labeller(workers=min(n_workers, max(1, len(xyz))), timeout=timeout)
+            labels = Labels.failed(len(xyz), self.n_atoms, None, self.name)
+
+            def collect(k: int, one: Labels, seconds: float) -> None:
+                labels.energies[k], labels.forces[k] = one.energies[0], one.forces[0]
+                labels.ok[k], labels.errors[k] = one.ok[0], one.errors[0]
+                if on_label is not None:
+                    on_label(k, one, seconds)
+
+            try:
+                labeller.run(self, xyz, collect)
+            finally:
+                if executor is None:
+                    labeller.close()
         labels.wall_seconds = time.perf_counter() - start
         return labels
 
