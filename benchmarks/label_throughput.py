@@ -1,7 +1,7 @@
 """xTB labelling throughput against the number of workers: a process pool and a Dask LocalCluster side by side.
 
-Labels frames of alanine dipeptide (the shipped C7eq dataset; ``--molecule ethanol`` for the
-ethanol example's structure, randomly displaced) with GFN2-xTB (tblite, ``--threads`` OpenMP
+Labels frames of alanine dipeptide (the shipped C7eq dataset; ``--molecule ethanol`` or
+``peptide`` for the ethanol or Ace-(Ala)3-NMe example's structure, randomly displaced) with GFN2-xTB (tblite, ``--threads`` OpenMP
 threads per worker) through each labeller of :mod:`openmm_adv.executors`, one task per
 structure as the loop labels:
 
@@ -43,7 +43,10 @@ def frames(molecule: str, n: int):
 
     from openmm_adv.systems import load_system
 
-    system = load_system(Path(__file__).resolve().parents[1] / "examples" / "ethanol_xtb" / "ethanol.xyz")
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    structure = {"ethanol": examples / "ethanol_xtb" / "ethanol.xyz",
+                 "peptide": examples / "peptide_amber" / "ace_ala3_nme.pdb"}[molecule]
+    system = load_system(structure)
     rng = np.random.default_rng(0)
     return system, system.positions[None] + rng.normal(scale=0.005, size=(n, system.n_atoms, 3))
 
@@ -76,7 +79,9 @@ def host_line() -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--molecule", choices=["ala2", "ethanol"], default="ala2")
+    parser.add_argument("--molecule", choices=["ala2", "ethanol", "peptide"], default="ala2",
+                        help="ala2 (22 atoms), ethanol (9) or peptide (Ace-(Ala)3-NMe, 42 atoms: slower labels, "
+                             "so less overhead per second of work)")
     parser.add_argument("--frames", type=int, default=48, help="structures labelled per round")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to measure")
     parser.add_argument("--repeats", type=int, default=2, help="rounds per cell; the best is kept")

@@ -90,11 +90,11 @@ def run_label(config: cfg.LabelRunConfig, progress: bool = True, echo=print) -> 
     if problem is not None:
         raise ValueError(f"input {config.input}: {problem}")
     oracle = build_oracle(config.oracle, system)
-    record = check_oracle(oracle, existing, str(output), config.oracle.allow_mixed, echo)
     recipe = {"system": _plain(config.system), "oracle": {"kind": config.oracle.kind, "options": config.oracle.options}}
     journal = LabelJournal(Path(str(output) + ".partial"), journal_key(positions, recipe), len(positions))
     pending = journal.pending()
     with make_labeller(config.oracle) as labeller:
+        record = check_oracle(oracle, existing, str(output), config.oracle.allow_mixed, echo, labeller=labeller)
         earlier = len(positions) - len(pending)
         echo(f"labelling {len(pending)} frames of {config.input} with {oracle.name} on {labeller.describe()}"
              + (f" ({earlier} labelled by an earlier run, kept in {journal.folder})" if earlier else ""))

@@ -291,7 +291,8 @@ class ActiveLearningLoop:
             merge_records(Dataset.file_oracle_record(self.dataset_path), descriptor_of(self.oracle),
                           self.allow_mixed_oracles, str(self.dataset_path))
             return
-        record = check_oracle(self.oracle, self.initial_data, "initial_data", self.allow_mixed_oracles, self.echo)
+        record = check_oracle(self.oracle, self.initial_data, "initial_data", self.allow_mixed_oracles, self.echo,
+                              labeller=self.labeller)
         self.initial_data = self.initial_data.subset(np.arange(len(self.initial_data)))
         self.initial_data.oracle_record = record
 

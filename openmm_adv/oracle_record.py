@@ -101,8 +101,11 @@ def merge_records(existing: dict | None, new: dict | None, allow_mixed: bool = F
     return {"kind": MIXED, "oracles": known + missing}
 
 
-def probe_oracle(oracle, data, where: str = "the dataset") -> tuple[bool, str]:
+def probe_oracle(oracle, data, where: str = "the dataset", labeller=None) -> tuple[bool, str]:
     """Relabel the lowest-energy frame of ``data`` with ``oracle`` and compare with its label.
+
+    ``labeller`` (an :class:`~openmm_adv.executors.Labeller`) runs the probe as it runs labels,
+    so a probe that hangs times out like a label would; without one it runs in this process.
 
     Returns
     -------
@@ -116,7 +119,13 @@ def probe_oracle(oracle, data, where: str = "the dataset") -> tuple[bool, str]:
     k = int(np.argmin(data.energies))
     name = getattr(oracle, "name", type(oracle).__name__)
     try:
-        labels = oracle.compute(np.asarray(data.positions[k])[None])
+        frame = np.asarray(data.positions[k], dtype=np.float64)[None]
+        if labeller is None:
+            labels = oracle.compute(frame)
+        else:
+            got = {}
+            labeller.run(oracle, frame, lambda i, result, seconds: got.__setitem__(i, result))
+            labels = got[0]
         failure = labels.errors[0] if not bool(labels.ok[0]) else None
         if failure is None and not (np.isfinite(labels.energies[0]) and np.isfinite(labels.forces[0]).all()):
             failure = "non-finite energy or forces"
@@ -135,7 +144,7 @@ def probe_oracle(oracle, data, where: str = "the dataset") -> tuple[bool, str]:
 
 
 def check_oracle(oracle, data, where: str = "the dataset", allow_mixed: bool = False,
-                 echo: Callable[[str], None] | None = None) -> dict | None:
+                 echo: Callable[[str], None] | None = None, labeller=None) -> dict | None:
     """The oracle record ``data`` gets when labels of ``oracle`` join it; call it before
     labelling, so that a refusal costs no oracle work beyond one probe.
 
@@ -149,7 +158,7 @@ def check_oracle(oracle, data, where: str = "the dataset", allow_mixed: bool = F
     """
     descriptor = descriptor_of(oracle)
     if data.oracle_record is None and len(data):
-        agrees, detail = probe_oracle(oracle, data, where)
+        agrees, detail = probe_oracle(oracle, data, where, labeller)
         if not agrees and not allow_mixed:
             raise OracleMismatchError(f"{where} records no oracle and its labels are not this oracle's: {detail}; {_FIX}")
         if not agrees:

@@ -124,11 +124,14 @@ def test_a_loop_records_a_hung_label_and_goes_on(tmp_path):
 
     from openmm_adv.data import Dataset
     from openmm_adv.loop import ActiveLearningLoop
+    from openmm_adv.oracle_record import descriptor_of
 
     kwargs = _loop_kwargs(tmp_path / "run", n_generations=1)
     exact = kwargs["oracle"]
     kwargs["oracle"] = AnalyticOracle(Misbehaves("hang", marker=tmp_path / "hung", inner=exact.energy_forces_fn),
                                       n_atoms=1, name=exact.name)
+    # Data that record their oracle need no probe, so the first call is a label of generation 1.
+    kwargs["initial_data"].oracle_record = descriptor_of(kwargs["oracle"])
     with ProcessLabeller(2, timeout=3) as labeller:
         records = ActiveLearningLoop(**kwargs, labeller=labeller, final_training=False).run()
     record = records[0]
@@ -137,6 +140,25 @@ def test_a_loop_records_a_hung_label_and_goes_on(tmp_path):
     data = Dataset.load(tmp_path / "run" / "dataset.h5")
     new = data.provenance["generation"] == 1
     np.testing.assert_allclose(data.energies[new], exact.compute(data.positions[new]).energies)
+
+
+def test_the_oracle_probe_of_unrecorded_data_times_out_like_a_label(tmp_path):
+    """Data without an oracle record are probed with one label before the loop starts; through a
+    labeller with a timeout, a probe that hangs is a note, not a hung run."""
+    from test_loop import _loop_kwargs
+
+    from openmm_adv.loop import ActiveLearningLoop
+
+    kwargs = _loop_kwargs(tmp_path / "run", n_generations=1)
+    exact = kwargs["oracle"]
+    kwargs["oracle"] = AnalyticOracle(Misbehaves("hang", marker=tmp_path / "hung", inner=exact.energy_forces_fn),
+                                      n_atoms=1, name=exact.name)
+    notes = []
+    kwargs["echo"] = notes.append
+    with ProcessLabeller(1, timeout=3) as labeller:
+        records = ActiveLearningLoop(**kwargs, labeller=labeller, final_training=False).run()
+    assert any("timeout after 3 s" in note and "not compared" in note for note in notes)
+    assert records[0]["failures"] == [] and records[0]["new_structures"] > 0
 
 
 # -- configuration ----------------------------------------------------------------------------
