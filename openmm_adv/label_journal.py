@@ -82,7 +82,7 @@ class LabelJournal:
 
     def save(self, index: int, labels, seconds: float) -> None:
         """Save the one-structure :class:`~openmm_adv.oracles.Labels` of structure ``index``."""
-        from .loop import _atomic_savez
+        from .run_files import atomic_savez as _atomic_savez
 
         _atomic_savez(self._path(index), dict(
             energy=np.asarray(labels.energies[0], float), forces=np.asarray(labels.forces[0], float),
@@ -97,7 +97,7 @@ class LabelJournal:
         ValueError
             If a structure has no saved label yet.
         """
-        from .loop import _load_npz
+        from .run_files import read_label as _load_npz
         from .oracles import Labels
 
         missing = self.pending()
