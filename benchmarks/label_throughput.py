@@ -21,9 +21,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform as host
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from attack_step import cpu_model  # noqa: E402  (the benchmarks' shared host description)
 
 from openmm_adv.executors import DaskLabeller, InProcessLabeller, ProcessLabeller, start_dask
 from openmm_adv.oracles import make_oracle
@@ -39,8 +44,6 @@ def frames(molecule: str, n: int):
         system = alanine_dipeptide()
         positions = Dataset.load(default_dataset_path()).positions
         return system, positions[np.linspace(0, len(positions) - 1, n).round().astype(int)]
-    from pathlib import Path
-
     from openmm_adv.systems import load_system
 
     examples = Path(__file__).resolve().parents[1] / "examples"
@@ -64,17 +67,11 @@ def timed(labeller, oracle, positions) -> tuple[float, np.ndarray]:
 
 
 def host_line() -> str:
-    model = host.processor() or host.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            model = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     try:
         load = "load average %.1f %.1f %.1f" % os.getloadavg()
     except (AttributeError, OSError):
         load = "load average unknown"
-    return f"host: {host.platform()}; CPU {model}, {os.cpu_count()} cores; {load} at start"
+    return f"host: {host.platform()}; CPU {cpu_model()}, {os.cpu_count()} cores; {load} at start"
 
 
 def main(argv=None):

@@ -39,6 +39,9 @@ from openmm_adv.resources import default_dataset_path  # noqa: E402
 from openmm_adv.rmsd_search import DEFAULT_MEMORY_MB, rmsd_clusters, within_rmsd_of_any  # noqa: E402
 from openmm_adv.selection import aligned_rmsd  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from attack_step import cpu_model  # noqa: E402  (the benchmarks' shared host description)
+
 
 # ------------------------------------------------------------------ the old algorithm, verbatim
 def _connected_components(adjacent: np.ndarray) -> np.ndarray:
@@ -68,17 +71,6 @@ def old_near_in_slices(candidates, frames, min_rmsd, rows):
 
 
 # ---------------------------------------------------------------------------- measurements
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def host_line() -> str:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     try:
