@@ -77,18 +77,15 @@ def accuracy_and_calibration(committee, test_positions, test_energies, test_forc
         per group.
     """
     from .calibration import calibration_report, per_frame_force_rmse
-    from .models.uncertainty import uncertainty as uncertainty_of
-
-    import torch
 
     x = np.asarray(test_positions)
     e_ref, f_ref = np.asarray(test_energies, dtype=np.float64), np.asarray(test_forces, dtype=np.float64)
     e_mean, f_mean, u, member_f_abs = [], [], [], []
     for s in range(0, len(x), batch_size):
-        e, f = committee.energies_and_forces(x[s : s + batch_size])
+        e, f, value = committee.energies_forces_uncertainty(x[s : s + batch_size], metric)
         e_mean.append(e.mean(1))
         f_mean.append(f.mean(1))
-        u.append(uncertainty_of(torch.from_numpy(e), torch.from_numpy(f), metric).numpy())
+        u.append(value)
         member_f_abs.append(np.abs(f - f_ref[s : s + batch_size, None]).mean(axis=(2, 3)))
     e_mean, f_mean, u = np.concatenate(e_mean), np.concatenate(f_mean), np.concatenate(u)
     member_f_abs = np.concatenate(member_f_abs)  # [S, M]

@@ -116,6 +116,11 @@ def build_trainer(model: ModelConfig, training: TrainingSection, progress: bool 
     options = asdict(model)
     architecture = options.pop("architecture")
     template_path = options.pop("committee")
+    uncertainty = {"method": options.pop("uncertainty"), "n_components": options.pop("gmm_components"),
+                   "alpha": options.pop("gmm_alpha"), "head_epochs": options.pop("head_epochs")}
+    if uncertainty["method"] != "ensemble":
+        return CommitteeTrainer(architecture="painn", model_options=options, config=TrainingConfig(**asdict(training)),
+                                progress=progress, uncertainty=uncertainty)
     if template_path is not None and architecture not in (None, FROM_COMMITTEE):
         raise ConfigError(f"{where}.committee: only read with architecture {FROM_COMMITTEE} (got {architecture!r})")
     initial = None

@@ -10,7 +10,15 @@ the model's mistakes if large ``u`` means large ``err``.
   from the rest (0.5: chance; 1: perfect).
 - :func:`top_fraction_error`: mean error of the most uncertain fraction against the rest.
 - :func:`group_ratios`: median uncertainty of each group (basin) over a reference group's.
+- :func:`miscalibration_area`: how far the error distribution is from the Gaussian the
+  uncertainty predicts, over all confidence levels (0: calibrated).
+- :func:`calibrated_nll`: Gaussian negative log-likelihood of the errors after one fitted scalar
+  rescaling of the predicted spread (Tan et al., npj Comput. Mater. 2023).
 - :func:`calibration_report`: all of them, as a dict.
+
+The last two need a predicted spread in force units, ``sigma [S]`` or ``[S, N]`` (kJ/mol/nm),
+and the force residuals ``[S, N, 3]``: for every method of the project ``sigma`` is the square
+root of its ``force_variance`` (the predicted variance of a force component).
 """
 
 from __future__ import annotations
@@ -18,7 +26,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-__all__ = ["calibration_report", "group_ratios", "per_frame_force_rmse", "roc_auc", "spearman", "top_fraction_error"]
+__all__ = ["calibrated_nll", "calibration_report", "group_ratios", "miscalibration_area", "per_frame_force_rmse",
+           "roc_auc", "spearman", "top_fraction_error"]
 
 
 def _pair(u, err) -> tuple[np.ndarray, np.ndarray]:
@@ -84,8 +93,58 @@ def group_ratios(u, groups, reference: str) -> dict:
     return {str(g): float(np.median(u[groups == g]) / base) for g in sorted(set(groups.tolist())) if g}
 
 
+def _spread(sigma, residuals) -> tuple[np.ndarray, np.ndarray]:
+    """``(|r| / sigma, r / sigma)`` per force component, ``sigma`` broadcast over atoms and x/y/z."""
+    r = np.asarray(residuals, dtype=np.float64)
+    sigma = np.asarray(sigma, dtype=np.float64)
+    if r.ndim != 3 or r.shape[-1] != 3:
+        raise ValueError(f"residuals must be force errors [S, N, 3], got shape {r.shape}")
+    if sigma.shape not in (r.shape[:1], r.shape[:2]):
+        raise ValueError(f"sigma must be one spread per structure {r.shape[:1]} or per atom {r.shape[:2]}, "
+                         f"got {sigma.shape}")
+    if not (np.isfinite(sigma).all() and (sigma > 0).all()):
+        raise ValueError("sigma must be finite and positive (the square root of a force variance in kJ/mol/nm)")
+    if not np.isfinite(r).all():
+        raise ValueError("residuals must be finite")
+    z = r / sigma.reshape(sigma.shape + (1,) * (3 - sigma.ndim))
+    return np.abs(z).ravel(), z.ravel()
+
+
+def miscalibration_area(sigma, residuals, levels: int = 100) -> float:
+    """Area between the observed and the expected coverage of Gaussian intervals.
+
+    For each confidence level ``p`` the interval ``|r| <= sigma * z_p`` (``z_p`` the two-sided
+    normal quantile) should hold a fraction ``p`` of the force components; the area is the mean
+    over ``levels`` evenly spaced ``p`` in (0, 1) of ``|observed - p|``: 0 when the errors are
+    Gaussian with the predicted spread, up to 0.5 for a spread wrong by orders of magnitude
+    either way. It judges the spread's size, which rank metrics (:func:`spearman`) ignore.
+    """
+    abs_z, _ = _spread(sigma, residuals)
+    p = (np.arange(levels) + 0.5) / levels
+    bounds = stats.norm.ppf(0.5 + p / 2.0)
+    observed = np.searchsorted(np.sort(abs_z), bounds, side="right") / abs_z.size
+    return float(np.mean(np.abs(observed - p)))
+
+
+def calibrated_nll(sigma, residuals) -> dict:
+    """Gaussian NLL per force component after the best single rescaling ``sigma -> s sigma``.
+
+    ``s^2 = mean((r / sigma)^2)`` minimises the NLL in closed form, so a spread right up to one
+    constant factor (a conformal or unit scale) is not penalised; what is left measures whether
+    the spread varies where the errors do. Returns ``{"nll": ..., "scale": s}`` (nll in
+    log(kJ/mol/nm) units, lower is better).
+    """
+    _, z = _spread(sigma, residuals)
+    r = np.asarray(residuals, dtype=np.float64)
+    sigma = np.asarray(sigma, dtype=np.float64)
+    log_sigma = np.broadcast_to(np.log(sigma).reshape(sigma.shape + (1,) * (3 - sigma.ndim)), r.shape).ravel()
+    scale2 = float(np.mean(z**2))
+    nll = 0.5 * np.log(2 * np.pi * scale2) + log_sigma + z**2 / (2 * scale2)
+    return {"nll": float(np.mean(nll)), "scale": float(np.sqrt(scale2))}
+
+
 def calibration_report(u, err, groups=None, reference: str | None = None, threshold: float | None = None,
-                       fraction: float = 0.1) -> dict:
+                       fraction: float = 0.1, sigma=None, residuals=None) -> dict:
     """Every calibration figure of this module for one model on one labelled set.
 
     Parameters
@@ -99,6 +158,9 @@ def calibration_report(u, err, groups=None, reference: str | None = None, thresh
         percentile of ``err``).
     fraction : float
         The most-uncertain fraction of :func:`top_fraction_error`.
+    sigma, residuals : array_like, optional
+        Predicted force spread (``[S]`` or ``[S, N]``, kJ/mol/nm) and force residuals
+        ``[S, N, 3]``: add :func:`miscalibration_area` and :func:`calibrated_nll`.
     """
     u, err = _pair(u, err)
     threshold = float(np.percentile(err, 90)) if threshold is None else float(threshold)
@@ -112,4 +174,7 @@ def calibration_report(u, err, groups=None, reference: str | None = None, thresh
     }
     if groups is not None and reference is not None:
         out["median_uncertainty_ratio"] = group_ratios(u, groups, reference)
+    if sigma is not None and residuals is not None:
+        out["miscalibration_area"] = miscalibration_area(sigma, residuals)
+        out["calibrated_nll"] = calibrated_nll(sigma, residuals)
     return out

@@ -340,11 +340,15 @@ class ModelConfig:
     nm; ``neighbor_list`` (painn): ``auto``, ``all_pairs`` or ``cutoff``; ``prior``:
     ``bonded`` (harmonic bonds and angles fitted to the training forces, the members learn the
     rest) or ``none``; null: ``bonded`` for painn, ``none`` otherwise (``from_committee`` then
-    keeps the committee's own prior)."""
+    keeps the committee's own prior). ``uncertainty``: ``ensemble`` (the members' disagreement,
+    ``n_members`` >= 2) or a single model's (``n_members: 1``, painn): ``gmm`` (a Gaussian
+    mixture of ``gmm_components`` components on the learned features, conformal ``gmm_alpha``,
+    calibrated on the validation split), ``mve`` (a variance head) or ``evidential`` (an
+    evidential head), the heads trained on the likelihood for ``head_epochs`` epochs."""
 
     architecture: Optional[str] = field(default=None, **_limits(choices=("painn", "schnet", "mlp", "from_committee")))
     committee: Optional[str] = None
-    n_members: int = field(default=5, **_limits(ge=2))
+    n_members: int = field(default=5, **_limits(ge=1))
     n_features: Optional[int] = field(default=None, **_limits(ge=1))
     n_rbf: Optional[int] = field(default=None, **_limits(ge=1))
     n_interactions: Optional[int] = field(default=None, **_limits(ge=1))
@@ -353,8 +357,22 @@ class ModelConfig:
     hidden: Optional[int] = field(default=None, **_limits(ge=1))
     prior: Optional[str] = field(default=None, **_limits(choices=("bonded", "none")))
     seed: int = 0
+    uncertainty: str = field(default="ensemble", **_limits(choices=("ensemble", "gmm", "mve", "evidential")))
+    gmm_components: int = field(default=15, **_limits(ge=1))
+    gmm_alpha: float = field(default=0.05, **_limits(gt=0.0, lt=1.0))
+    head_epochs: int = field(default=100, **_limits(ge=1))
 
     def check(self, where: str) -> None:
+        if self.uncertainty == "ensemble" and self.n_members < 2:
+            raise ConfigError(f"{_join(where, 'n_members')}: a committee needs at least 2 members to disagree; "
+                              "for one model choose a single-model uncertainty (uncertainty: gmm, mve or evidential)")
+        if self.uncertainty != "ensemble":
+            if self.n_members != 1:
+                raise ConfigError(f"{_join(where, 'n_members')}: uncertainty {self.uncertainty} reads one model's "
+                                  f"features; set n_members: 1 (got {self.n_members}) or uncertainty: ensemble")
+            if self.architecture not in (None, "painn"):
+                raise ConfigError(f"{_join(where, 'architecture')}: uncertainty {self.uncertainty} needs the learned "
+                                  f"per-atom features of painn, not {self.architecture}")
         if self.committee is not None and self.architecture not in (None, "from_committee"):
             raise ConfigError(f"{_join(where, 'committee')}: only read with architecture from_committee "
                               f"(got architecture {self.architecture!r}); drop one of the two")
@@ -412,7 +430,7 @@ class AttackConfig:
     use_cuda_graphs: bool = False
 
 
-_METRICS = ("force_variance", "max_force_deviation", "energy_std")
+_METRICS = ("force_variance", "max_force_deviation", "energy_std", "gmm_error", "gmm_nll", "aleatoric_variance")
 
 
 @dataclass
@@ -483,6 +501,8 @@ class _MetadynamicsCommon(_DynamicsConfig):
     n_steps: int = field(default=5000, **_limits(ge=1))
     report_interval: int = field(default=100, **_limits(ge=1))
     n_walkers: Optional[int] = field(default=None, **_limits(ge=1))
+    # K; walker k at walker_temperatures[k % len] (null: all at temperature)
+    walker_temperatures: Optional[list[float]] = None
 
 
 @dataclass
@@ -497,7 +517,10 @@ class MetadynamicsConfig(_MetadynamicsCommon):
 @dataclass
 class UncertaintyMetadynamicsConfig(_MetadynamicsCommon):
     """Well-tempered metadynamics with the committee uncertainty (``cv_metric``, log-scaled
-    when ``log_cv``) as the collective variable."""
+    when ``log_cv``) as the collective variable. With a Gaussian-mixture model
+    (``model.uncertainty: gmm``), ``cv_metric: gmm_nll, log_cv: false`` and
+    ``walker_temperatures: [300, 500]`` is the GMM-CV sampler of Tan, Dietschreit and
+    Gomez-Bombarelli (2025)."""
 
     cv_metric: str = field(default="force_variance", **_limits(choices=_METRICS))
     log_cv: bool = True

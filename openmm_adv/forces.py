@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from ._errors import first_line
 from ._torch import require_openmmtorch
 from .models.committee import Committee
-from .models.uncertainty import check_metric, uncertainty
+from .models.uncertainty import check_metric, with_uncertainty
 from .units import thermal_energy
 from .velocities import set_velocities_to_temperature
 
@@ -75,7 +75,8 @@ class _Replicas(nn.Module):
         super().__init__()
         if n_replicas < 1:
             raise ValueError(f"n_replicas must be >= 1, got {n_replicas}")
-        self.potential = potential
+        # Committees saved before single-model uncertainties get the shared interface.
+        self.potential = with_uncertainty(potential)
         self.n_replicas = int(n_replicas)
         self.n_atoms = int(potential.n_atoms)
 
@@ -105,8 +106,8 @@ class UncertaintyModule(_Replicas):
         self.scale = float(scale)
 
     def forward(self, positions: Tensor) -> Tensor:
-        energies, forces = self.potential.energies_and_forces(self._split(positions), True)
-        return self.scale * uncertainty(energies, forces, self.metric).sum()
+        u = self.potential.energies_forces_uncertainty(self._split(positions), self.metric, True)[2]
+        return self.scale * u.sum()
 
 
 class AdversarialModule(_Replicas):
@@ -143,8 +144,7 @@ class AdversarialModule(_Replicas):
 
         ``create_graph=False`` is enough to monitor values; the force needs ``True``.
         """
-        energies, forces = self.potential.energies_and_forces(replicas, create_graph)
-        u = uncertainty(energies, forces, self.metric)
+        energies, forces, u = self.potential.energies_forces_uncertainty(replicas, self.metric, create_graph)
         mean_energy = energies.mean(dim=1)
         log_l = torch.log(u + 1e-30) - (mean_energy - self.energy_reference) / self.kT - self.log_partition
         return log_l, u, mean_energy
@@ -174,7 +174,7 @@ def objective_normalisation(training_energies, kT: float) -> tuple[float, float]
 def _torch_force(module: nn.Module, committee: Committee, use_cuda_graphs: bool) -> openmm.Force:
     openmmtorch = require_openmmtorch()
     if not committee.is_scripted:
-        module.potential = committee.scripted()
+        module.potential = with_uncertainty(committee.scripted())
     try:
         scripted = torch.jit.script(module)
     except Exception as exc:
@@ -268,6 +268,7 @@ def uncertainty_force(
         :class:`~openmm_adv.reporter.UncertaintyReporter` to monitor MD without a force.
     """
     warnings.warn(_UNCERTAINTY_FORCE_WARNING, UncertaintyForceWarning, stacklevel=2)
+    committee.check_metric(metric)
     module = UncertaintyModule(committee.potential, n_replicas, metric, scale)
     return _build(module, committee, backend, force_group, use_cuda_graphs)
 
@@ -304,6 +305,7 @@ def adversarial_force(
         iterate of an attack.
     """
     kT = thermal_energy(kT)
+    committee.check_metric(metric)
     if training_energies is None:
         training_energies = committee.metadata.get("training_energies")
     e_ref, log_z = objective_normalisation(training_energies, kT) if training_energies is not None else (0.0, 0.0)

@@ -15,12 +15,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 from openmm import app, unit
 
 from .data import Dataset, format_extxyz
 from .models.committee import Committee, CommitteeError
-from .models.uncertainty import METRICS, check_metric, uncertainty
+from .models.uncertainty import METRICS
 
 __all__ = ["UncertaintyReporter", "UncertaintyLimitExceeded"]
 
@@ -180,7 +179,7 @@ class UncertaintyReporter:
         if int(reportInterval) != reportInterval or reportInterval < 1:
             raise ValueError(f"reportInterval must be a whole number of steps >= 1, got {reportInterval}")
         self.report_interval = int(reportInterval)
-        self.metric = check_metric(metric)
+        self.metric = committee.check_metric(metric)
 
         self.training_uncertainty = None
         if threshold is not None and percentile is not None:
@@ -264,8 +263,8 @@ class UncertaintyReporter:
         self._check_topology(simulation.topology)
         xyz = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
         x = np.asarray(xyz, dtype=np.float64)[self._index]
-        energies, forces = self.committee.energies_and_forces(x)
-        value = float(uncertainty(torch.from_numpy(energies), torch.from_numpy(forces), self.metric)[0])
+        energies, _, values = self.committee.energies_forces_uncertainty(x, self.metric)
+        value = float(values[0])
         energy_std = float(energies[0].std())
         step = int(simulation.currentStep)
         time_ps = float(state.getTime().value_in_unit(unit.picosecond))

@@ -448,6 +448,14 @@ class CommitteeTrainer:
         The committee whose architecture ``from_committee`` trains. It must be TorchScript
         (loaded) or scriptable, because trained committees are saved as TorchScript; a loop
         given none takes its ``initial_committee``.
+    uncertainty : dict, optional
+        A single-model uncertainty instead of a committee's: ``{"method": "gmm" | "mve" |
+        "evidential", "n_components": 15, "alpha": 0.05, "head_epochs": 100}``. One model
+        (``n_members`` 1, painn, no bootstrap) is trained, then the Gaussian mixture is fitted
+        on its features and calibrated on the validation split
+        (:func:`openmm_adv.models.gmm.fit_gaussian_mixture`), or the head is trained on the
+        likelihood (:func:`openmm_adv.train_heads.train_with_head`). A warm start fine-tunes the
+        previous model's weights and refits the mixture or the head.
     """
 
     architecture: str = "painn"
@@ -455,6 +463,7 @@ class CommitteeTrainer:
     config: TrainingConfig = field(default_factory=TrainingConfig)
     progress: bool = True
     template: Optional[Committee] = None
+    uncertainty: Optional[dict] = None
 
     def __post_init__(self):
         if self.architecture not in _MODEL_OPTIONS:
@@ -462,6 +471,13 @@ class CommitteeTrainer:
         if self.prior not in PRIORS:
             raise ValueError(f"prior must be one of {PRIORS} (or None for the architecture's default), "
                              f"got {self.model_options.get('prior')!r}")
+        if self.single_model:
+            method = self.uncertainty["method"]
+            if method not in ("gmm", "mve", "evidential") or self.architecture != "painn":
+                raise ValueError(f"uncertainty method {method!r} with architecture {self.architecture!r}: single-model "
+                                 "uncertainties are gmm, mve or evidential, on painn")
+            if int(self.model_options.get("n_members") or 1) != 1:
+                raise ValueError(f"a single-model uncertainty ({method}) trains one model; set n_members to 1")
         if self.template is not None:
             if self.architecture != FROM_COMMITTEE:
                 raise ValueError(f"a template committee is only used with architecture {FROM_COMMITTEE!r}, "
@@ -489,6 +505,11 @@ class CommitteeTrainer:
         return cls(FROM_COMMITTEE, {"prior": prior, "seed": seed}, config or TrainingConfig(), progress, template)
 
     @property
+    def single_model(self) -> bool:
+        """Whether one model with a single-model uncertainty is trained instead of a committee."""
+        return bool(self.uncertainty) and self.uncertainty.get("method", "ensemble") != "ensemble"
+
+    @property
     def prior(self) -> str:
         """The prior the members are trained on top of (``bonded`` or ``none``)."""
         choice = self.model_options.get("prior")
@@ -497,6 +518,8 @@ class CommitteeTrainer:
     def describe(self) -> dict:
         """The architecture and options, as a loop stores them with its settings."""
         out = {"architecture": self.architecture}
+        if self.single_model:
+            out["uncertainty"] = dict(self.uncertainty)
         if self.template is not None:
             out["template"] = describe_architecture(self.template)
         return out
@@ -511,6 +534,8 @@ class CommitteeTrainer:
             return self._template_copy(atomic_numbers, seed)[0]
         options = {k: v for k, v in self.model_options.items() if v is not None}
         options["seed"] = int(options.get("seed", 0)) + int(seed)
+        if self.single_model:
+            options["n_members"] = 1
         allowed = _MODEL_OPTIONS[self.architecture]
         options = {k: v for k, v in options.items() if k in allowed}
         if self.architecture == "mlp":
@@ -557,6 +582,8 @@ class CommitteeTrainer:
             for the bonded prior; found from interatomic distances when omitted.
         """
         config = TrainingConfig(**{**asdict(self.config), "seed": self.config.seed + int(seed)})
+        if self.single_model:
+            config.bootstrap = False  # one model: every training structure counts once
         keep_energy_scale = start_from is not None
         if self.architecture == FROM_COMMITTEE and start_from is None:
             committee, fresh = self._template_copy(dataset.atomic_numbers, seed)
@@ -582,7 +609,28 @@ class CommitteeTrainer:
                                  bonds=None if bonds is None or len(bonds) == 0 else bonds)
         if start_from is not None:
             committee.metadata["fine_tuned_from"] = start_from.metadata.get("training_data_hash")
+        if self.single_model:
+            committee = self._add_uncertainty(committee, dataset, config)
         return committee, report
+
+    def _add_uncertainty(self, model: Committee, dataset, config: TrainingConfig) -> Committee:
+        """The trained one-member model with its Gaussian mixture or likelihood-trained head."""
+        method = self.uncertainty["method"]
+        if method == "gmm":
+            from .models.gmm import fit_gaussian_mixture
+
+            held_out = validation_mask(len(dataset), config.validation_fraction, config.split_seed)
+            return fit_gaussian_mixture(model, dataset.positions[~held_out], dataset.positions[held_out],
+                                        dataset.forces[held_out],
+                                        n_components=int(self.uncertainty.get("n_components", 15)),
+                                        alpha=float(self.uncertainty.get("alpha", 0.05)), seed=config.seed)
+        from .train_heads import HeadTrainingConfig, train_with_head
+
+        head = HeadTrainingConfig(epochs=int(self.uncertainty.get("head_epochs", 100)),
+                                  batch_size=config.batch_size, learning_rate=0.3 * config.learning_rate,
+                                  seed=config.seed)
+        return train_with_head(model, dataset.positions, dataset.energies, dataset.forces, method, head, config,
+                               progress=self.progress)
 
 
 def _identity_scale(committee: Committee) -> bool:
@@ -596,6 +644,9 @@ def _identity_scale(committee: Committee) -> bool:
 def _copy_weights(source: Committee, target: Committee) -> None:
     """Load ``source``'s weights into ``target`` (eager or TorchScript), naming what does not match."""
     state = source.potential.state_dict()
+    # A single model's mixture or head is refitted after training: only the model's weights travel.
+    expected_keys = set(target.potential.state_dict())
+    state = {k: v for k, v in state.items() if k in expected_keys or not _is_uncertainty_key(k)}
     # The fitted prior travels with the weights (its size is the source's); a committee saved
     # before priors existed has none, which is an empty prior.
     _resize_prior(target.potential.prior, state, "prior.")
@@ -610,6 +661,11 @@ def _copy_weights(source: Committee, target: Committee) -> None:
             f"(missing {missing[:3]}, unexpected {unexpected[:3]}, other shapes {wrong[:3]}); "
             "train from scratch (warm_start_epochs: null) or use the same model settings")
     target.potential.load_state_dict(state)
+
+
+def _is_uncertainty_key(key: str) -> bool:
+    """Whether a state-dict entry belongs to a single-model uncertainty (mixture or head)."""
+    return key.startswith(("density.", "head_")) or key in ("nll_shift", "conformal", "force_scale")
 
 
 def _resize_prior(prior, state: dict, prefix: str) -> None:

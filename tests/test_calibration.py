@@ -51,3 +51,55 @@ def test_bad_inputs_and_force_rmse():
     g = f.copy()
     g[1] = 2.0
     np.testing.assert_allclose(per_frame_force_rmse(g, f), [0.0, 2.0])
+
+
+def test_miscalibration_area_of_known_spreads():
+    from openmm_adv.calibration import miscalibration_area
+
+    rng = np.random.default_rng(3)
+    sigma = rng.uniform(5.0, 50.0, size=400)
+    residuals = rng.normal(size=(400, 6, 3)) * sigma[:, None, None]
+    assert miscalibration_area(sigma, residuals) < 0.01  # Gaussian with the predicted spread
+    # a spread ten times too small: almost nothing inside the intervals, area close to 0.5
+    assert miscalibration_area(sigma / 10, residuals) > 0.4
+    # twice too large: analytic area of a normal with half the assumed width
+    from scipy import stats
+    p = (np.arange(100) + 0.5) / 100
+    expected = np.mean(np.abs((2 * stats.norm.cdf(2 * stats.norm.ppf(0.5 + p / 2)) - 1) - p))
+    assert miscalibration_area(2 * sigma, residuals) == pytest.approx(expected, abs=0.01)
+    # per-atom spreads broadcast over x, y, z
+    assert miscalibration_area(np.repeat(sigma[:, None], 6, 1), residuals) == pytest.approx(miscalibration_area(sigma, residuals))
+
+
+def test_calibrated_nll_forgives_one_scale_but_not_a_wrong_shape():
+    from openmm_adv.calibration import calibrated_nll
+
+    rng = np.random.default_rng(4)
+    sigma = rng.uniform(1.0, 30.0, size=500)
+    residuals = rng.normal(size=(500, 4, 3)) * sigma[:, None, None]
+    right = calibrated_nll(sigma, residuals)
+    scaled = calibrated_nll(7.0 * sigma, residuals)
+    assert scaled["nll"] == pytest.approx(right["nll"], rel=1e-12)
+    assert scaled["scale"] == pytest.approx(right["scale"] / 7.0)
+    assert right["scale"] == pytest.approx(1.0, abs=0.05)
+    # the exact NLL of the generating Gaussians
+    expected = np.mean(0.5 * np.log(2 * np.pi) + np.log(sigma)[:, None, None] + residuals**2 / (2 * sigma[:, None, None] ** 2))
+    assert right["nll"] == pytest.approx(expected, abs=0.02)
+    flat = calibrated_nll(np.full(500, sigma.mean()), residuals)  # right size, no variation
+    assert flat["nll"] > right["nll"] + 0.2
+    with pytest.raises(ValueError, match="positive"):
+        calibrated_nll(np.zeros(500), residuals)
+    with pytest.raises(ValueError, match="per structure"):
+        calibrated_nll(sigma[:10], residuals)
+
+
+def test_error_vs_uncertainty_figure(tmp_path):
+    from openmm_adv.plots import error_vs_uncertainty_plot
+
+    rng = np.random.default_rng(0)
+    panels = {m: {"in-domain": (rng.uniform(1, 10, 30), rng.uniform(1, 10, 30)),
+                  "out-of-domain": (rng.uniform(5, 50, 30), rng.uniform(5, 80, 30))} for m in ("ensemble", "gmm")}
+    path = error_vs_uncertainty_plot(tmp_path / "fig.png", panels, title="test")
+    assert path.stat().st_size > 5000
+    with pytest.raises(ValueError, match="empty"):
+        error_vs_uncertainty_plot(tmp_path / "none.png", {})

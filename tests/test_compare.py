@@ -182,3 +182,39 @@ def test_new_bins_per_label_is_the_coverage_gain_in_bins_over_the_labels_spent()
     assert new_bins_per_label(after, before, 410) == pytest.approx(0.5)
     assert new_bins_per_label(before, None, 410) is None
     assert new_bins_per_label({"coverage": 0.2, "label_calls": 16}, after, 410) is None  # no labels spent
+
+
+def test_gmm_cv_sampler_runs_on_its_own_single_model(tmp_path):
+    """A sampler with its own model (one PaiNN with a Gaussian mixture) beside the shared
+    committee: GMM-CV metadynamics with walkers at two temperatures, through the CLI."""
+    pytest.importorskip("openmm_adv.reference_data")
+    shipped = yaml.safe_load((PROTOCOLS / "ala2_compare" / "protocol_v2.yaml").read_text())["samplers"]
+    gmm = shipped["gmm_cv"]
+    small = {
+        "gmm_cv": {**gmm, "model": {**gmm["model"], "n_features": 8, "gmm_components": 3},
+                   "options": {**gmm["options"], "n_steps": 100, "report_interval": 20, "frequency": 20}},
+        "random_displacement": {**shipped["random_displacement"],
+                                "selection": {**shipped["random_displacement"]["selection"], "max_selected": 4}},
+    }
+    path = _small("ala2_compare", tmp_path, repeats=1, generations=1, seeds=4, samplers=small,
+                  initial_data={"max_frames": 24}, model={"n_members": 2, "n_features": 8, "n_rbf": 8},
+                  training={"epochs": 2, "batch_size": 8}, selection={"max_selected": 4, "percentile_lower": 0},
+                  metrics={"stability_steps": 50, "stability_seeds": 2, "stability_timestep_fs": 1.0},
+                  max_label_energy=1.0e6)
+    out = tmp_path / "report"
+    assert main(["compare", str(path), "--output", str(out), "--quiet"]) == 0
+    from openmm_adv.models import Committee
+
+    own = Committee.load(out / "runs" / "_initial_gmm_cv" / "rep00" / "committee.pt")
+    shared = Committee.load(out / "runs" / "_initial" / "rep00" / "committee.pt")
+    assert (own.uncertainty_method, own.n_members, shared.uncertainty_method, shared.n_members) == ("gmm", 1, "ensemble", 2)
+    final = Committee.load(out / "runs" / "gmm_cv" / "rep00" / "committee_final.pt") \
+        if (out / "runs" / "gmm_cv" / "rep00" / "committee_final.pt").exists() else None
+    log = [json.loads(line) for line in (out / "runs" / "gmm_cv" / "rep00" / "log.jsonl").read_text().splitlines()]
+    generation = next(entry for entry in log if "samplers" in entry)
+    assert generation["samplers"]["uncertainty_metadynamics"]["candidates"] == 2 * 100 // 20, generation
+    rows = json.loads((out / "metrics.json").read_text())
+    assert {r["sampler"] for r in rows} == {"gmm_cv", "random_displacement"}
+    for row in rows:
+        assert row["force_rmse"] > 0 and row["label_calls"] <= 4
+    assert final is None or final.uncertainty_method == "gmm"

@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from .. import config as cfg
@@ -52,12 +51,18 @@ class MetricsConfig:
 class SamplerEntry:
     """One sampler of the comparison: ``kind`` (see ``openmm-adv config loop``), its options,
     and optionally a selection and a number of seed geometries per generation that replace the
-    protocol's for this sampler (the oracle budget stays the selection's ``max_selected``)."""
+    protocol's for this sampler (the oracle budget stays the selection's ``max_selected``).
+
+    ``model`` replaces the protocol's model for this sampler's loop (for instance one model
+    with a Gaussian-mixture uncertainty, ``{uncertainty: gmm, n_members: 1}``, for the GMM-CV
+    sampler): the loop then starts from its own initial model, trained on the same initial data
+    with the same training section, instead of the shared committee."""
 
     kind: str
     options: dict = field(default_factory=dict)
     selection: Optional[cfg.SelectionConfig] = None
     seeds: Optional[int] = field(default=None, metadata={"ge": 1})
+    model: Optional[cfg.ModelConfig] = None
 
     def check(self, where: str) -> None:
         if self.kind not in cfg.SAMPLER_CONFIGS:
@@ -101,10 +106,12 @@ def load_protocol(path: str | Path, overrides: dict | None = None) -> ComparePro
     return cfg.parse_section(CompareProtocol, data)
 
 
-def _initial_committee(protocol: CompareProtocol, system, data, trainer, folder: Path, repeat: int, echo) -> Path:
+def _initial_committee(protocol: CompareProtocol, system, data, trainer, folder: Path, repeat: int, echo,
+                       sampler: str | None = None) -> Path:
     path = folder / "committee.pt"
     if not path.exists():
-        echo(f"repeat {repeat}: training the shared initial committee on {len(data)} structures")
+        what = "the shared initial committee" if sampler is None else f"the initial model of {sampler}"
+        echo(f"repeat {repeat}: training {what} on {len(data)} structures")
         committee, report = trainer.train(data, seed=1000 * (protocol.seed + repeat) + 1, bonds=system.bonds)
         folder.mkdir(parents=True, exist_ok=True)
         committee.save(path)
@@ -119,6 +126,7 @@ def _loop_for(protocol: CompareProtocol, out: Path, repeat: int, name: str, syst
     data = load_data(data_config, system, where="initial_data")
     selection = entry.selection or protocol.selection
     seeds = entry.seeds or protocol.seeds
+    model = entry.model or protocol.model
     return ActiveLearningLoop(
         system=system, oracle=oracle, samplers=[build_sampler(entry.kind, entry.options, system, progress=False)],
         selector=build_selector(selection, system), trainer=trainer, initial_data=data,
@@ -128,7 +136,7 @@ def _loop_for(protocol: CompareProtocol, out: Path, repeat: int, name: str, syst
         label_workers=protocol.oracle.workers, labeller=labeller, final_training=True, progress=False,
         max_label_energy=protocol.max_label_energy,
         settings={"sampler": name, "kind": entry.kind, "options": asdict(entry.options),
-                  "selection": asdict(selection), "model": asdict(protocol.model),
+                  "selection": asdict(selection), "model": asdict(model),
                   "training": asdict(protocol.training), "initial_data": asdict(data_config),
                   "oracle": _label_settings(protocol.oracle), "seeds": seeds, "seed": protocol.seed + repeat,
                   "max_label_energy": protocol.max_label_energy},
@@ -152,7 +160,7 @@ def _run_one_loop(protocol: CompareProtocol, out: Path, repeat: int, name: str, 
     Module-level and self-contained so that a spawned worker process can run it."""
     configure_threads(protocol.threads)
     system = build_system(protocol.system)
-    trainer = build_trainer(protocol.model, protocol.training, progress=False)
+    trainer = build_trainer(protocol.samplers[name].model or protocol.model, protocol.training, progress=False)
     oracle = build_oracle(protocol.oracle, system)
     with make_labeller(protocol.oracle) as labeller:
         loop = _loop_for(protocol, out, repeat, name, system, oracle, trainer, initial, labeller)
@@ -201,27 +209,31 @@ def run_protocol(protocol: CompareProtocol, output_dir: str | Path, progress: bo
     start = time.perf_counter()
     initial = {}
     for repeat in range(protocol.repeats):
-        path = out / "runs" / "_initial" / f"rep{repeat:02d}" / "committee.pt"
-        if not path.exists():
-            system = build_system(protocol.system)
-            trainer = build_trainer(protocol.model, protocol.training, progress=False)
-            data = load_data(_repeat_data_config(protocol, repeat), system, where="initial_data")
-            _initial_committee(protocol, system, data, trainer, path.parent, repeat, echo)
-        initial[repeat] = path
+        for name, entry in protocol.samplers.items():
+            # the shared committee, or the sampler's own initial model where it has its own model
+            folder = "_initial" if entry.model is None else f"_initial_{name}"
+            path = out / "runs" / folder / f"rep{repeat:02d}" / "committee.pt"
+            if not path.exists():
+                system = build_system(protocol.system)
+                trainer = build_trainer(entry.model or protocol.model, protocol.training, progress=False)
+                data = load_data(_repeat_data_config(protocol, repeat), system, where="initial_data")
+                _initial_committee(protocol, system, data, trainer, path.parent, repeat, echo,
+                                   None if entry.model is None else name)
+            initial[(repeat, name)] = path
     jobs = [(r, name) for r in range(protocol.repeats) for name in protocol.samplers]
     results = {}
     bar = tqdm(total=len(jobs), desc=f"{protocol.name}", unit="loop", disable=not progress)
     if workers == 1 and executor.kind == "process":
         for repeat, name in jobs:
             bar.set_postfix(sampler=name, repeat=repeat)
-            results[(repeat, name)] = _run_one_loop(protocol, out, repeat, name, initial[repeat])
+            results[(repeat, name)] = _run_one_loop(protocol, out, repeat, name, initial[(repeat, name)])
             bar.update()
     elif executor.kind == "dask":
         _run_on_dask(protocol, out, jobs, initial, workers, executor, results, bar)
     else:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = {pool.submit(_run_one_loop, protocol, out, r, name, initial[r]): (r, name) for r, name in jobs}
+            futures = {pool.submit(_run_one_loop, protocol, out, r, name, initial[(r, name)]): (r, name) for r, name in jobs}
             for future in as_completed(futures):
                 repeat, name = futures[future]
                 try:
@@ -259,8 +271,8 @@ def _run_on_dask(protocol: CompareProtocol, out: Path, jobs: list, initial: dict
         from distributed import as_completed as completed_in_turn
 
         # Absolute paths: a worker's working directory need not be ours.
-        out, initial = out.resolve(), {r: Path(p).resolve() for r, p in initial.items()}
-        futures = {client.submit(_run_one_loop, protocol, out, r, name, initial[r], pure=False,
+        out, initial = out.resolve(), {key: Path(p).resolve() for key, p in initial.items()}
+        futures = {client.submit(_run_one_loop, protocol, out, r, name, initial[(r, name)], pure=False,
                                  key=f"openmm-adv-loop-{name}-rep{r:02d}-{uuid.uuid4().hex[:8]}"): (r, name)
                    for r, name in jobs}
         for future in completed_in_turn(futures):

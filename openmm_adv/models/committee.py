@@ -22,7 +22,7 @@ from .mlp import StackedMLP
 from .potential import CommitteePotential
 from .painn import StackedPaiNN
 from .schnet import StackedSchNet
-from .uncertainty import check_metric, uncertainty
+from .uncertainty import METHOD_METRICS, check_metric, evaluate
 
 __all__ = ["Committee", "CommitteeError", "dataset_hash"]
 
@@ -213,18 +213,45 @@ class Committee:
             e, f = self.potential.energies_and_forces(self._tensor(positions), False)
         return e.double().numpy(), f.double().numpy()
 
+    @property
+    def uncertainty_method(self) -> str:
+        """``"ensemble"`` (members' disagreement), or the single-model method: ``"gmm"``,
+        ``"mve"`` or ``"evidential"`` (:mod:`openmm_adv.models.gmm`, :mod:`~openmm_adv.models.heads`)."""
+        stored = self.metadata.get("uncertainty")
+        return str(stored.get("method", "ensemble")) if isinstance(stored, dict) else "ensemble"
+
+    @property
+    def metrics(self) -> tuple:
+        """The uncertainty metrics this model provides (``force_variance`` always)."""
+        return METHOD_METRICS.get(self.uncertainty_method, ("force_variance",))
+
+    def check_metric(self, metric: str) -> str:
+        """``metric`` if this model provides it, else a ``ValueError`` naming those it does."""
+        check_metric(metric)
+        if metric not in self.metrics:
+            raise ValueError(f"this model's uncertainty ({self.uncertainty_method}) has no metric {metric!r}; it "
+                             f"provides {', '.join(self.metrics)} (force_variance works for every method)")
+        return metric
+
     def uncertainty(self, positions, metric: str = "force_variance", domain: bool = True) -> np.ndarray:
         """The uncertainty metric ``[B]`` (see :mod:`openmm_adv.models.uncertainty`).
 
         ``inf`` for geometries out of the committee's domain (:meth:`domain_check`) unless
-        ``domain=False``, which gives the members' raw disagreement everywhere.
+        ``domain=False``, which gives the raw value everywhere.
         """
-        check_metric(metric)
+        self.check_metric(metric)
         x = self._tensor(positions)
         with torch.enable_grad():
-            e, f = self.potential.energies_and_forces(x, False)
-        u = uncertainty(e, f, metric).double().numpy()
+            u = evaluate(self.potential, x, metric, False)[2].detach().double().numpy()
         return self._out_of_domain_inf(x.numpy(), u) if domain else u
+
+    def energies_forces_uncertainty(self, positions, metric: str = "force_variance"):
+        """Member energies ``[B, M]``, forces ``[B, M, N, 3]`` and the raw uncertainty ``[B]``
+        (no domain rule), from one evaluation."""
+        self.check_metric(metric)
+        with torch.enable_grad():
+            e, f, u = evaluate(self.potential, self._tensor(positions), metric, False)
+        return e.detach().double().numpy(), f.detach().double().numpy(), u.detach().double().numpy()
 
     def evaluate_in_batches(self, positions, batch_size: int = 256, metric: str = "force_variance",
                             domain: bool = True):
@@ -233,12 +260,12 @@ class Committee:
         The uncertainty is ``inf`` for geometries out of the domain, as in :meth:`uncertainty`.
         """
         xyz = np.asarray(positions)
+        self.check_metric(metric)
         e_out, f_out, u_out = [], [], []
         for start in range(0, len(xyz), batch_size):
-            e, f = self.energies_and_forces(xyz[start : start + batch_size])
+            e, f, u = self.energies_forces_uncertainty(xyz[start : start + batch_size], metric)
             e_out.append(e.mean(1))
             f_out.append(f.mean(1))
-            u = uncertainty(torch.from_numpy(e), torch.from_numpy(f), metric).numpy()
             u_out.append(self._out_of_domain_inf(xyz[start : start + batch_size], u) if domain else u)
         return np.concatenate(e_out), np.concatenate(f_out), np.concatenate(u_out)
 

@@ -221,6 +221,21 @@ class StackedPaiNN(nn.Module):
 
     def forward(self, positions: Tensor) -> Tensor:
         """Energies ``[B, M]`` in kJ/mol for per-member positions ``[B, M, N, 3]`` in nm."""
+        return self.energies_from_features(self.atom_features(positions))
+
+    @torch.jit.export
+    def energies_from_features(self, s: Tensor) -> Tensor:
+        """Energies ``[B, M]`` (kJ/mol) from the last layer's scalar features ``[B, M, N, F]``."""
+        atomic = stacked_linear(nn.functional.silu(stacked_linear(s, self.readout_w1, self.readout_b1)), self.readout_w2, self.readout_b2)
+        return self.energy_scale * atomic.sum(dim=(2, 3)) + self.energy_shift
+
+    @torch.jit.export
+    def atom_features(self, positions: Tensor) -> Tensor:
+        """The learned per-atom scalar features ``[B, M, N, F]`` after the last interaction block.
+
+        Invariant under rotations and translations; what the energy readout and the Gaussian
+        mixture uncertainty (:mod:`openmm_adv.models.gmm`) read.
+        """
         b, m, n = positions.shape[0], positions.shape[1], positions.shape[2]
         f = self.embedding.shape[-1]
         s = self.embedding.index_select(1, self.species_index).to(positions.dtype).unsqueeze(0).expand(b, -1, -1, -1)
@@ -248,5 +263,4 @@ class StackedPaiNN(nn.Module):
             for i, block in enumerate(self.blocks):
                 s, v = block.edge_message(s, v, rbf, unit, src, dst, i == 0)
                 s, v = block.update(s, v)
-        atomic = stacked_linear(nn.functional.silu(stacked_linear(s, self.readout_w1, self.readout_b1)), self.readout_w2, self.readout_b2)
-        return self.energy_scale * atomic.sum(dim=(2, 3)) + self.energy_shift
+        return s

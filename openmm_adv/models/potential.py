@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .prior import BondedPrior
+from .uncertainty import uncertainty
 
 __all__ = ["CommitteePotential"]
 
@@ -69,3 +70,13 @@ class CommitteePotential(nn.Module):
         if not create_graph:
             return energies.detach(), -gradient.detach()
         return energies, -gradient
+
+    @torch.jit.export
+    def energies_forces_uncertainty(self, positions: Tensor, metric: str, create_graph: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
+        """Per-member energies ``[B, M]``, forces ``[B, M, N, 3]`` and the committee's
+        uncertainty ``metric`` ``[B]`` (see :mod:`openmm_adv.models.uncertainty`).
+
+        The interface every potential of the project shares (single-model methods override it).
+        """
+        energies, forces = self.energies_and_forces(positions, create_graph)
+        return energies, forces, uncertainty(energies, forces, metric)

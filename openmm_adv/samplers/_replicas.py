@@ -165,17 +165,13 @@ def report_steps(n_steps: int, report_interval: int) -> np.ndarray:
 def score_frames(committee, frames, metric: str, batch_size: int = 256):
     """Committee-mean energy ``[K]``, uncertainty ``[K]`` (``metric``) and member-energy variance
     ``[K]`` of frames ``[K, N, 3]``, one committee evaluation per frame."""
-    import torch
-
-    from ..models.uncertainty import uncertainty
-
     frames = np.asarray(frames, dtype=np.float64)
     mean, u, var = [], [], []
     for first in range(0, len(frames), batch_size):
-        e, f = committee.energies_and_forces(frames[first : first + batch_size])
+        e, _, value = committee.energies_forces_uncertainty(frames[first : first + batch_size], metric)
         mean.append(e.mean(axis=1))
         var.append(e.var(axis=1))
-        u.append(uncertainty(torch.from_numpy(e), torch.from_numpy(f), metric).double().numpy())
+        u.append(value)
     if not mean:
         return np.zeros(0), np.zeros(0), np.zeros(0)
     return np.concatenate(mean), np.concatenate(u), np.concatenate(var)

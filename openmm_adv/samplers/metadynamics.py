@@ -126,6 +126,7 @@ class _MetadynamicsBase:
         use_cuda_graphs: bool,
         scoring_batch_size: int,
         progress: bool,
+        walker_temperatures=None,
     ):
         if n_steps < 1 or report_interval < 1 or frequency < 1:
             raise ValueError("n_steps, report_interval and frequency must be >= 1")
@@ -134,6 +135,13 @@ class _MetadynamicsBase:
         if n_walkers is not None and n_walkers < 1:
             raise ValueError("n_walkers must be >= 1 (or None for every seed)")
         self.temperature = to_kelvin(temperature)
+        # Walker k runs at walker_temperatures[k % len] (e.g. 300 and 500 K, as in Tan et al. 2025:
+        # the hot walkers cross barriers the bias has not filled yet); the well-tempered bias
+        # keeps ``temperature`` as its reference.
+        self.walker_temperatures = None if walker_temperatures is None else [to_kelvin(t) for t in walker_temperatures]
+        if self.walker_temperatures is not None and (not self.walker_temperatures
+                                                     or min(self.walker_temperatures) <= 0):
+            raise ValueError(f"walker_temperatures must be positive temperatures (K), got {walker_temperatures}")
         self.timestep = to_ps(timestep)
         self.n_steps = int(n_steps)
         self.report_interval = int(report_interval)
@@ -160,7 +168,12 @@ class _MetadynamicsBase:
             report_interval=self.report_interval, friction=self.friction, height=self.height,
             bias_factor=self.bias_factor, frequency=self.frequency, n_walkers=self.n_walkers,
             share_bias=self.share_bias, metric=self.metric, platform=str(platform), backend=backend,
+            walker_temperatures=self.walker_temperatures,
         )
+
+    def walker_temperature(self, k: int) -> float:
+        """The temperature (K) of the ``k``-th walker run."""
+        return self.temperature if self.walker_temperatures is None else self.walker_temperatures[k % len(self.walker_temperatures)]
 
     # ------------------------------------------------------------------ subclass hooks
     def _prepare(self, committee: Committee, seeds: np.ndarray) -> int:
@@ -208,13 +221,17 @@ class _MetadynamicsBase:
         n_unphysical = n_exploded = md_steps = deposits = cv_calls = 0
         meta = simulation = variables = None
         bar = tqdm(total=len(walkers) * self.n_steps, desc=self.name, unit="step", disable=not self.progress, leave=False)
-        for s in walkers:
+        walker_temperatures = []
+        for k, s in enumerate(walkers):
             if meta is None or not self.share_bias:
                 if meta is not None:
                     free_energies.append(np.asarray(meta.getFreeEnergy().value_in_unit(unit.kilojoule_per_mole)))
                 meta, simulation, variables = self._new_walker(committee, masses, topology, rng)
+            temperature = self.walker_temperature(k)
+            walker_temperatures.append(temperature)
+            simulation.integrator.setTemperature(temperature)
             simulation.context.setPositions(seeds[s])
-            simulation.context.setVelocitiesToTemperature(self.temperature, draw_seed(rng))
+            simulation.context.setVelocitiesToTemperature(temperature, draw_seed(rng))
             done = 0
             for step in schedule:
                 first = simulation.currentStep
@@ -263,6 +280,7 @@ class _MetadynamicsBase:
             "step": np.asarray(steps, dtype=np.int64),
             "walker": np.asarray(seed_index, dtype=np.int64),
             "walkers": walkers,
+            "walker_temperatures": np.asarray(walker_temperatures, dtype=np.float64),
             "cv": cvs,
             "cv_names": names,
             "cv_grid": [(v.minValue, v.maxValue, v.gridWidth, v.periodic) for v in variables] if variables else [],
@@ -321,6 +339,9 @@ class MetadynamicsSampler(_MetadynamicsBase):
         Walkers to run (seeds drawn with ``rng``); default one per seed.
     share_bias : bool
         Walkers run one after another sharing one bias (default) or each from a zero bias.
+    walker_temperatures : sequence of float, optional
+        K; walker k runs at ``walker_temperatures[k % len]`` (the bias keeps ``temperature`` as
+        its reference). Default: every walker at ``temperature``.
     metric : str
         The uncertainty the candidates carry.
     geometry_check : GeometryCheck or MolecularSystem, optional
@@ -366,11 +387,12 @@ class MetadynamicsSampler(_MetadynamicsBase):
         use_cuda_graphs: bool = False,
         scoring_batch_size: int = 256,
         progress: bool = True,
+        walker_temperatures=None,
     ):
         super().__init__(
             temperature, timestep, n_steps, report_interval, friction, height, bias_factor, frequency, grid_width,
             n_walkers, share_bias, metric, system, geometry_check, platform, platform_properties, backend,
-            use_cuda_graphs, scoring_batch_size, progress,
+            use_cuda_graphs, scoring_batch_size, progress, walker_temperatures,
         )
         cvs = [cvs] if isinstance(cvs, str) else list(cvs)
         if not 1 <= len(cvs) <= 3:
@@ -481,11 +503,12 @@ class UncertaintyMetadynamicsSampler(_MetadynamicsBase):
         use_cuda_graphs: bool = False,
         scoring_batch_size: int = 256,
         progress: bool = True,
+        walker_temperatures=None,
     ):
         super().__init__(
             temperature, timestep, n_steps, report_interval, friction, height, bias_factor, frequency, grid_width,
             n_walkers, share_bias, metric, system, geometry_check, platform, platform_properties, backend,
-            use_cuda_graphs, scoring_batch_size, progress,
+            use_cuda_graphs, scoring_batch_size, progress, walker_temperatures,
         )
         self.cv_metric = check_metric(cv_metric)
         self.log_cv = bool(log_cv)
@@ -501,12 +524,18 @@ class UncertaintyMetadynamicsSampler(_MetadynamicsBase):
         self.options.update(cv_metric=self.cv_metric, log_cv=self.log_cv, cv_range=cv_range, width=width)
 
     def auto_range(self, u: np.ndarray) -> tuple[float, float]:
-        """The CV grid chosen for seeds with uncertainties ``u``."""
+        """The CV grid chosen for seeds with uncertainties ``u``.
+
+        Linear: from 0 (or below the lowest seed, for a CV that can be negative such as
+        ``gmm_nll``) to ``AUTO_LINEAR_FACTOR`` times the largest seed value.
+        """
         u = np.asarray(u, dtype=np.float64)
         if self.log_cv:
             below, above = self.AUTO_LOG_MARGIN
             return float(np.log(u.min() + LOG_FLOOR) - below), float(np.log(u.max() + LOG_FLOOR) + above)
-        return 0.0, float(self.AUTO_LINEAR_FACTOR * max(u.max(), LOG_FLOOR))
+        high = float(self.AUTO_LINEAR_FACTOR * max(u.max(), LOG_FLOOR))
+        low = min(0.0, float(u.min()) - 0.05 * (high - float(u.min())))
+        return low, high
 
     def _prepare(self, committee: Committee, seeds: np.ndarray) -> int:
         if self.cv_range is not None:
