@@ -103,6 +103,21 @@ def _compare(args) -> int:
     return 0
 
 
+def _uq_compare(args) -> int:
+    from .uq_compare import load_uq_protocol, run_uq_compare
+
+    path = Path(args.protocol)
+    if not path.is_file():
+        candidate = Path("protocols") / args.protocol / "protocol.yaml"
+        if not candidate.is_file():
+            raise FileNotFoundError(f"no protocol file {path} and no {candidate}")
+        path = candidate
+    protocol = load_uq_protocol(path)
+    run_uq_compare(protocol, args.output or str(Path("compare_output") / protocol.name),
+                   echo=(lambda message: None) if args.quiet else print)
+    return 0
+
+
 def _dask_executor(where: str | None, configured):
     """The protocol's executor, or a dask one when ``--dask`` names a cluster kind or address."""
     if where is None:
@@ -186,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
                               "scheduler address (tcp://host:8786), or slurm, pbs, sge, lsf, htcondor, moab, oar "
                               "with the protocol's executor.options (dask-jobqueue, --workers workers)")
     compare.set_defaults(func=_compare)
+    uq = sub.add_parser("uq-compare", help="measure the committee and single-model uncertainties (GMM, MVE, "
+                        "evidential) on in- and out-of-domain test sets, and write the report")
+    uq.add_argument("protocol", help="protocol YAML, or a name under protocols/ (uq_compare)")
+    uq.add_argument("--output", default=None, help="report folder (default: compare_output/<name>); rerun to resume")
+    uq.add_argument("--quiet", action="store_true", help="no status lines")
+    uq.set_defaults(func=_uq_compare)
     config = sub.add_parser("config", help="print an example YAML config with every key and its default")
     config.add_argument("kind", choices=["init", "md", "label", "train", "attack", "loop"])
     config.set_defaults(func=_config)

@@ -18,7 +18,7 @@ _DYNAMICS = {
     "n_steps": "MD steps per seed",
     "report_interval": "steps between the frames kept as candidates",
     "friction": "Langevin friction (1/ps)",
-    "metric": "uncertainty metric of the candidates: force_variance, max_force_deviation or energy_std",
+    "metric": "uncertainty metric of the candidates: force_variance (every method), max_force_deviation or energy_std (committees), gmm_error or gmm_nll (gmm), aleatoric_variance (evidential)",
     "platform": "OpenMM platform: Reference, CPU or CUDA",
 }
 _METADYNAMICS = {
@@ -26,6 +26,7 @@ _METADYNAMICS = {
     "bias_factor": "well-tempered bias factor (> 1)",
     "frequency": "steps between Gaussian depositions",
     "n_walkers": "walkers sharing one bias, batched in one Context (null: one per seed)",
+    "walker_temperatures": "walker k runs at walker_temperatures[k % len] in K, e.g. [300, 500] (null: all at temperature)",
 }
 
 KEY_HELP: dict[str, dict[str, str]] = {
@@ -62,7 +63,7 @@ KEY_HELP: dict[str, dict[str, str]] = {
     "ModelConfig": {
         "architecture": "painn (equivariant), schnet, mlp (2D toys), or from_committee (your own; null: from_committee for a non-built-in committee, else painn)",
         "committee": "committee file whose architecture from_committee trains (null: the loop's initial_committee)",
-        "n_members": "committee size",
+        "n_members": "committee size (1 for a single-model uncertainty)",
         "n_features": "feature width (null: the architecture's default)",
         "n_rbf": "radial basis functions (null: default)",
         "n_interactions": "message-passing blocks (null: default)",
@@ -71,6 +72,10 @@ KEY_HELP: dict[str, dict[str, str]] = {
         "hidden": "hidden width of mlp members (null: default)",
         "prior": "bonded (harmonic bonds/angles fitted first, members learn the rest) or none; null: bonded for painn",
         "seed": "initial weights' random seed",
+        "uncertainty": "ensemble (the members' disagreement) or one model's: gmm (Gaussian mixture on its features), mve or evidential (likelihood-trained heads); the last three need n_members 1 and painn",
+        "gmm_components": "Gaussian-mixture components (gmm)",
+        "gmm_alpha": "conformal miscoverage of the gmm_error bound, calibrated on the validation split (gmm)",
+        "head_epochs": "epochs of likelihood training of the mve or evidential head",
     },
     "TrainingSection": {
         "epochs": "epochs of training from scratch",
@@ -141,7 +146,7 @@ KEY_HELP: dict[str, dict[str, str]] = {
         "width": "Gaussian width (rad for dihedrals, nm otherwise)",
     },
     "UncertaintyMetadynamicsConfig": {
-        "cv_metric": "the uncertainty metric used as the CV",
+        "cv_metric": "the uncertainty metric used as the CV (gmm_nll with log_cv false: the GMM-CV sampler)",
         "log_cv": "bias the log of the uncertainty",
         "width": "Gaussian width in CV units (null: from the seeds' spread)",
     },

@@ -191,3 +191,25 @@ def test_train_example_is_the_shipped_recipe():
     assert trainer.architecture == shipped.architecture
     assert {k: v for k, v in trainer.model_options.items() if v is not None and k != "seed"} == shipped.model_options
     assert asdict(trainer.config) == asdict(shipped.training)
+
+
+@pytest.mark.parametrize("model, message", [
+    ({"n_members": 1}, r"model\.n_members: a committee needs at least 2 members"),
+    ({"uncertainty": "gmm", "n_members": 5}, r"model\.n_members: uncertainty gmm reads one model's features; set n_members: 1"),
+    ({"uncertainty": "mve", "n_members": 1, "architecture": "schnet"}, r"model\.architecture: uncertainty mve needs"),
+    ({"uncertainty": "bayes"}, r"model\.uncertainty: 'bayes' is not allowed"),
+])
+def test_single_model_uncertainty_settings_are_checked(model, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_section(LoopRunConfig, {"model": model})
+
+
+def test_single_model_trainer_from_config(ala2):
+    from openmm_adv.builders import build_trainer
+    from openmm_adv.config import ModelConfig, TrainingSection
+
+    trainer = build_trainer(parse_section(ModelConfig, {"uncertainty": "gmm", "n_members": 1, "gmm_components": 4}),
+                            TrainingSection())
+    assert trainer.single_model and trainer.uncertainty["n_components"] == 4
+    assert trainer.new_committee(ala2.atomic_numbers).n_members == 1
+    assert trainer.describe()["uncertainty"]["method"] == "gmm"

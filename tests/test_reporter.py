@@ -237,3 +237,23 @@ def test_argument_errors_name_the_fix(committee, tmp_path):
         UncertaintyReporter(committee, 10, frames=tmp_path / "flagged.extxyz")
     with pytest.raises(ValueError, match="reportInterval"):
         UncertaintyReporter(committee, 0)
+
+
+@pytest.mark.parametrize("metric", ["gmm_nll", "force_variance"])
+def test_single_model_gmm_uncertainty_is_reported(ala2, tmp_path, metric):
+    """A single model with a Gaussian mixture (no committee) watches MD the same way."""
+    import torch
+
+    from openmm_adv.models.gmm import fit_gaussian_mixture
+
+    data = Dataset.load(default_dataset_path()).subset(np.arange(0, 400, 10))
+    single = Committee.painn(ala2.atomic_numbers, n_members=1, n_features=8, dtype=torch.float64, seed=1)
+    model = fit_gaussian_mixture(single, data.positions[:30], data.positions[30:], data.forces[30:], n_components=2)
+    sim = ala2_simulation(ala2)
+    recorder = Recorder(INTERVAL)
+    sim.reporters += [UncertaintyReporter(model, INTERVAL, tmp_path / "log.csv", metric=metric), recorder]
+    sim.step(100)
+    logged = np.array([float(r[metric]) for r in read_log(tmp_path / "log.csv")])
+    np.testing.assert_allclose(logged, model.uncertainty(np.array(recorder.positions), metric), rtol=1e-8)
+    with pytest.raises(ValueError, match="max_force_deviation"):
+        UncertaintyReporter(model, INTERVAL, metric="max_force_deviation")

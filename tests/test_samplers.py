@@ -282,3 +282,15 @@ def test_uncertainty_metadynamics(trained, seeds, ala2):
                                             n_walkers=1, progress=False).sample(trained, seeds, rng(0))
     assert len(linear) == 2 and linear.info["cv_range"][0] == 0.0
     np.testing.assert_allclose(linear.info["force_variance"], linear.uncertainty, rtol=1e-4)
+
+
+def test_metadynamics_walkers_alternate_temperatures(trained, seeds, ala2):
+    sampler = UncertaintyMetadynamicsSampler(n_steps=10, report_interval=5, frequency=5, walker_temperatures=[300.0, 500.0],
+                                             geometry_check=ala2, progress=False)
+    a = sampler.sample(trained, seeds[:3], rng(0))
+    np.testing.assert_allclose(a.info["walker_temperatures"], [300.0, 500.0, 300.0])
+    assert sampler.options["walker_temperatures"] == [300.0, 500.0]
+    with pytest.raises(ValueError, match="temperature must be"):
+        UncertaintyMetadynamicsSampler(walker_temperatures=[300.0, -5.0])
+    with pytest.raises(ValueError, match="walker_temperatures"):
+        UncertaintyMetadynamicsSampler(walker_temperatures=[])

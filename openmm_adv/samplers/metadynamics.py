@@ -534,7 +534,7 @@ class UncertaintyMetadynamicsSampler(_MetadynamicsBase):
             below, above = self.AUTO_LOG_MARGIN
             return float(np.log(u.min() + LOG_FLOOR) - below), float(np.log(u.max() + LOG_FLOOR) + above)
         high = float(self.AUTO_LINEAR_FACTOR * max(u.max(), LOG_FLOOR))
-        low = min(0.0, float(u.min()) - 0.05 * (high - float(u.min())))
+        low = 0.0 if u.min() >= 0 else float(u.min()) - 0.05 * (high - float(u.min()))
         return low, high
 
     def _prepare(self, committee: Committee, seeds: np.ndarray) -> int:
