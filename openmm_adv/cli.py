@@ -86,15 +86,21 @@ def _export(args) -> int:
     return 0
 
 
+def _protocol_path(name: str) -> Path:
+    """A protocol file, or ``protocols/<name>/protocol.yaml`` for a shipped protocol's name."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    candidate = Path("protocols") / name / "protocol.yaml"
+    if not candidate.is_file():
+        raise FileNotFoundError(f"no protocol file {path} and no {candidate}")
+    return candidate
+
+
 def _compare(args) -> int:
     from .compare import load_protocol, run_protocol
 
-    path = Path(args.protocol)
-    if not path.is_file():
-        candidate = Path("protocols") / args.protocol / "protocol.yaml"
-        if not candidate.is_file():
-            raise FileNotFoundError(f"no protocol file {path} and no {candidate}")
-        path = candidate
+    path = _protocol_path(args.protocol)
     overrides = {k: v for k, v in (("repeats", args.repeats), ("generations", args.generations)) if v is not None}
     protocol = load_protocol(path, overrides)
     output = args.output or str(Path("compare_output") / protocol.name)
@@ -106,13 +112,7 @@ def _compare(args) -> int:
 def _uq_compare(args) -> int:
     from .uq_compare import load_uq_protocol, run_uq_compare
 
-    path = Path(args.protocol)
-    if not path.is_file():
-        candidate = Path("protocols") / args.protocol / "protocol.yaml"
-        if not candidate.is_file():
-            raise FileNotFoundError(f"no protocol file {path} and no {candidate}")
-        path = candidate
-    protocol = load_uq_protocol(path)
+    protocol = load_uq_protocol(_protocol_path(args.protocol))
     run_uq_compare(protocol, args.output or str(Path("compare_output") / protocol.name),
                    echo=(lambda message: None) if args.quiet else print)
     return 0

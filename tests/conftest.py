@@ -101,3 +101,15 @@ def energy_forces(context, positions):
         state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
         state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer),
     )
+
+
+def assert_force_is_minus_gradient(context, x, coordinates, h=1e-5, rel=1e-5, abs_tol=1e-5):
+    """The OpenMM force on each ``(atom, axis)`` equals minus the central finite difference of
+    the context's energy (one replica of positions ``x [N, 3]``)."""
+    _, forces = energy_forces(context, x)
+    for atom, axis in coordinates:
+        plus, minus = x.copy(), x.copy()
+        plus[atom, axis] += h
+        minus[atom, axis] -= h
+        grad = (energy_forces(context, plus)[0] - energy_forces(context, minus)[0]) / (2 * h)
+        assert forces[atom, axis] == pytest.approx(-grad, rel=rel, abs=abs_tol * max(1.0, abs(grad))), (atom, axis)

@@ -1,15 +1,13 @@
 """Physics of the committee: gradients, invariances, uncertainty properties."""
 
-import copy
 
 import numpy as np
 import pytest
 import torch
 
 from openmm_adv.forces import uncertainty_force
-from openmm_adv.models import Committee
 
-from conftest import energy_forces, make_small_committee, replica_context
+from conftest import assert_force_is_minus_gradient, make_small_committee, replica_context
 
 
 def random_rotation(seed):
@@ -39,14 +37,7 @@ def test_uncertainty_force_is_minus_gradient_of_uncertainty(any_committee, pertu
     """The double-backward force (what attacks climb) against finite differences, through OpenMM."""
     x = perturbed(1)[0]
     ctx = replica_context(uncertainty_force(any_committee, "force_variance"), 22)
-    _, forces = energy_forces(ctx, x)
-    h = 1e-5
-    for atom, axis in ((0, 0), (8, 1), (15, 2), (21, 0)):
-        plus, minus = x.copy(), x.copy()
-        plus[atom, axis] += h
-        minus[atom, axis] -= h
-        grad = (energy_forces(ctx, plus)[0] - energy_forces(ctx, minus)[0]) / (2 * h)
-        assert forces[atom, axis] == pytest.approx(-grad, rel=1e-5, abs=1e-5)
+    assert_force_is_minus_gradient(ctx, x, ((0, 0), (8, 1), (15, 2), (21, 0)))
 
 
 def test_rotation_translation_invariance(any_committee, perturbed):

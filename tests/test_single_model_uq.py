@@ -12,7 +12,7 @@ from openmm_adv.models.gmm import GaussianMixtureDensity, conformal_scale, fit_g
 from openmm_adv.models.heads import VarianceHeadPotential
 from openmm_adv.train_heads import HeadTrainingConfig, evidential_nll, gaussian_nll, train_with_head
 
-from conftest import energy_forces, replica_context
+from conftest import assert_force_is_minus_gradient, energy_forces, replica_context
 from test_physics import random_rotation
 
 pytestmark = pytest.mark.filterwarnings("ignore::openmm_adv.forces.UncertaintyForceWarning")
@@ -115,30 +115,17 @@ def test_openmm_uncertainty_force_equals_the_model(uq_model, perturbed, platform
 def test_uncertainty_force_is_minus_finite_difference_gradient(uq_model, perturbed):
     x = perturbed(1)[0]
     ctx = replica_context(uncertainty_force(uq_model, "force_variance"), 22)
-    _, forces = energy_forces(ctx, x)
-    h = 1e-5
-    for atom, axis in ((0, 0), (8, 1), (15, 2), (21, 0)):
-        plus, minus = x.copy(), x.copy()
-        plus[atom, axis] += h
-        minus[atom, axis] -= h
-        grad = (energy_forces(ctx, plus)[0] - energy_forces(ctx, minus)[0]) / (2 * h)
-        assert forces[atom, axis] == pytest.approx(-grad, rel=1e-5, abs=1e-6 * max(1.0, abs(grad)))
+    assert_force_is_minus_gradient(ctx, x, ((0, 0), (8, 1), (15, 2), (21, 0)), abs_tol=1e-6)
 
 
 def test_adversarial_force_is_minus_finite_difference_gradient(uq_model, perturbed):
     x = perturbed(1, seed=3)[0]
     force, module = adversarial_force(uq_model, 2.5, training_energies=[0.0, 1.0])
     ctx = replica_context(force, 22)
-    energy, forces = energy_forces(ctx, x)
+    energy, _ = energy_forces(ctx, x)
     log_l, u, e = module.replica_values(torch.from_numpy(x[None]), False)
     assert energy == pytest.approx(-2.5 * float(log_l.sum()), rel=1e-8)
-    h = 1e-5
-    for atom, axis in ((2, 2), (9, 0), (19, 1)):
-        plus, minus = x.copy(), x.copy()
-        plus[atom, axis] += h
-        minus[atom, axis] -= h
-        grad = (energy_forces(ctx, plus)[0] - energy_forces(ctx, minus)[0]) / (2 * h)
-        assert forces[atom, axis] == pytest.approx(-grad, rel=1e-5, abs=1e-5)
+    assert_force_is_minus_gradient(ctx, x, ((2, 2), (9, 0), (19, 1)))
 
 
 def test_gmm_metric_works_as_a_metadynamics_cv(gmm_model, ala2, frames):
