@@ -1,6 +1,5 @@
 """Physics of the committee: gradients, invariances, uncertainty properties."""
 
-
 import numpy as np
 import pytest
 import torch
