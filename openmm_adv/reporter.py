@@ -28,6 +28,9 @@ _METRIC_UNITS = {
     "force_variance": (unit.kilojoule_per_mole / unit.nanometer) ** 2,
     "max_force_deviation": unit.kilojoule_per_mole / unit.nanometer,
     "energy_std": unit.kilojoule_per_mole,
+    "gmm_error": unit.kilojoule_per_mole / unit.nanometer,
+    "gmm_nll": unit.dimensionless,  # nats above the calibration minimum: may be negative
+    "aleatoric_variance": (unit.kilojoule_per_mole / unit.nanometer) ** 2,
 }
 
 
@@ -66,7 +69,7 @@ def _metric_value(value, metric: str, what: str) -> float:
             )
         value = value.value_in_unit(target)
     value = float(value)
-    if not np.isfinite(value) or value < 0:
+    if not np.isfinite(value) or (value < 0 and metric != "gmm_nll"):
         raise ValueError(f"{what} must be a finite uncertainty >= 0 in {METRICS[metric]}, got {value}")
     return value
 

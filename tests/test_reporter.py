@@ -257,3 +257,9 @@ def test_single_model_gmm_uncertainty_is_reported(ala2, tmp_path, metric):
     np.testing.assert_allclose(logged, model.uncertainty(np.array(recorder.positions), metric), rtol=1e-8)
     with pytest.raises(ValueError, match="max_force_deviation"):
         UncertaintyReporter(model, INTERVAL, metric="max_force_deviation")
+    # thresholds in every metric's units; gmm_nll (nats above the calibration minimum) may be negative
+    assert UncertaintyReporter(model, INTERVAL, metric="gmm_nll", threshold=-0.5).threshold == -0.5
+    assert UncertaintyReporter(model, INTERVAL, metric="gmm_error",
+                               threshold=2.0 * unit.kilojoule_per_mole / unit.angstrom).threshold == pytest.approx(20.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        UncertaintyReporter(model, INTERVAL, metric="gmm_error", threshold=-1.0)
