@@ -208,8 +208,7 @@ def test_gmm_cv_sampler_runs_on_its_own_single_model(tmp_path):
     own = Committee.load(out / "runs" / "_initial_gmm_cv" / "rep00" / "committee.pt")
     shared = Committee.load(out / "runs" / "_initial" / "rep00" / "committee.pt")
     assert (own.uncertainty_method, own.n_members, shared.uncertainty_method, shared.n_members) == ("gmm", 1, "ensemble", 2)
-    final = Committee.load(out / "runs" / "gmm_cv" / "rep00" / "committee_final.pt") \
-        if (out / "runs" / "gmm_cv" / "rep00" / "committee_final.pt").exists() else None
+    final = Committee.load(out / "runs" / "gmm_cv" / "rep00" / "final" / "committee.pt")
     log = [json.loads(line) for line in (out / "runs" / "gmm_cv" / "rep00" / "log.jsonl").read_text().splitlines()]
     generation = next(entry for entry in log if "samplers" in entry)
     assert generation["samplers"]["uncertainty_metadynamics"]["candidates"] == 2 * 100 // 20, generation
@@ -217,4 +216,6 @@ def test_gmm_cv_sampler_runs_on_its_own_single_model(tmp_path):
     assert {r["sampler"] for r in rows} == {"gmm_cv", "random_displacement"}
     for row in rows:
         assert row["force_rmse"] > 0 and row["label_calls"] <= 4
-    assert final is None or final.uncertainty_method == "gmm"
+    # the final model was trained again as a single model with its mixture refitted
+    assert (final.uncertainty_method, final.n_members) == ("gmm", 1)
+    assert final.metadata["uncertainty"]["n_components"] == 3
