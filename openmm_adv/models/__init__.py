@@ -1,8 +1,10 @@
-"""Committee NN potentials, uncertainty metrics and TorchScript persistence."""
+"""Committee NN potentials, single-model uncertainties, uncertainty metrics and TorchScript persistence."""
 
 from .committee import Committee, CommitteeError, dataset_hash
 from .domain import Domain, DomainCheck
 from .ensemble import ModelEnsemble
+from .gmm import GaussianMixturePotential, fit_gaussian_mixture
+from .heads import VarianceHeadPotential
 from .mace import MACEMember, mace_committee, train_mace_committee
 from .mlp import StackedMLP
 from .painn import StackedPaiNN
@@ -19,14 +21,17 @@ __all__ = [
     "CommitteePotential",
     "Domain",
     "DomainCheck",
+    "GaussianMixturePotential",
     "MACEMember",
     "ModelEnsemble",
     "StackedMLP",
     "StackedPaiNN",
     "StackedSchNet",
+    "VarianceHeadPotential",
     "dataset_hash",
     "energy_std",
     "fit_bonded_prior",
+    "fit_gaussian_mixture",
     "force_variance",
     "mace_committee",
     "max_force_deviation",
