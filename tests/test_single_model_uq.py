@@ -229,3 +229,22 @@ def test_likelihood_training_learns_where_the_labels_are_noisy(ala2, method):
     quiet = np.setdiff1d(np.arange(ala2.n_atoms), noisy_atoms)
     assert per_atom[noisy_atoms].min() > 3.0 * np.median(per_atom[quiet])
     assert model.uncertainty_method == method
+
+
+@pytest.mark.parametrize("method", ["mve", "evidential"])
+def test_head_metrics_are_the_predicted_variances(ala2, perturbed, method):
+    """force_variance is the head's epistemic variance (MVE: sigma^2; evidential:
+    beta / (nu (alpha - 1))), aleatoric_variance beta / (alpha - 1), in force_scale^2 units."""
+    model = head_model(ala2, method)
+    x = perturbed(3, seed=4)
+    _, _, params = model.potential.energies_forces_head(torch.from_numpy(x), False)
+    p = params.detach().numpy()
+    unit = 250.0**2
+    if method == "mve":
+        expected = {"force_variance": unit * p[..., 0].mean(-1)}
+    else:
+        nu, alpha, beta = p[..., 0], p[..., 1], p[..., 2]
+        expected = {"force_variance": unit * (beta / (nu * (alpha - 1))).mean(-1),
+                    "aleatoric_variance": unit * (beta / (alpha - 1)).mean(-1)}
+    for metric, value in expected.items():
+        np.testing.assert_allclose(model.uncertainty(x, metric, domain=False), value, rtol=1e-10)
