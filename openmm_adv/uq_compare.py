@@ -274,6 +274,7 @@ def run_uq_compare(protocol: UQCompareProtocol, output_dir, echo=print) -> dict:
     """Run (or resume) every dataset x method and write ``results.json``, ``REPORT.md`` and
     one error-versus-uncertainty figure per dataset."""
     from ._torch import configure_threads
+    from .calibration import per_frame_force_rmse
     from .plots import error_vs_uncertainty_plot
 
     configure_threads(protocol.threads)
@@ -294,10 +295,10 @@ def run_uq_compare(protocol: UQCompareProtocol, output_dir, echo=print) -> dict:
         panels = {}
         for method, model in models.items():
             evaluations = {split: _evaluate(model, data) for split, data in splits.items()}
-            from .calibration import per_frame_force_rmse
-
-            in_err = per_frame_force_rmse(evaluations["in-domain"]["forces"], splits["in-domain"].forces)
-            threshold = spec.error_threshold if spec.error_threshold is not None else float(np.percentile(in_err, 90))
+            errors = {split: per_frame_force_rmse(evaluations[split]["forces"], data.forces)
+                      for split, data in splits.items()}
+            threshold = (spec.error_threshold if spec.error_threshold is not None
+                         else float(np.percentile(errors["in-domain"], 90)))
             if method not in per_method:
                 echo(f"{name}: measuring {method}")
                 row = {"threshold": threshold, "training_seconds": costs.get(f"{method}_total", costs.get(method)),
@@ -310,8 +311,7 @@ def run_uq_compare(protocol: UQCompareProtocol, output_dir, echo=print) -> dict:
                 row["robustness"] = _robustness(protocol, model, system, train, spec.seed)
                 per_method[method] = row
                 cached.write_text(json.dumps(per_method, indent=1, default=float) + "\n")
-            panels[method] = {split: (np.sqrt(np.maximum(evaluations[split]["u"], 1e-12)),
-                                      per_frame_force_rmse(evaluations[split]["forces"], splits[split].forces))
+            panels[method] = {split: (np.sqrt(np.maximum(evaluations[split]["u"], 1e-12)), errors[split])
                               for split in splits}
         error_vs_uncertainty_plot(out / f"error_vs_uncertainty_{name}.png", panels,
                                   title=f"{name}: force RMSE against predicted sigma (sqrt of force_variance)")
