@@ -19,7 +19,7 @@ from openmm import app, unit
 
 from .data import Dataset, format_extxyz
 from .models.committee import Committee, CommitteeError
-from .models.uncertainty import METRICS
+from .models.uncertainty import METRICS, SIGNED_METRICS
 
 __all__ = ["UncertaintyReporter", "UncertaintyLimitExceeded"]
 
@@ -29,7 +29,7 @@ _METRIC_UNITS = {
     "max_force_deviation": unit.kilojoule_per_mole / unit.nanometer,
     "energy_std": unit.kilojoule_per_mole,
     "gmm_error": unit.kilojoule_per_mole / unit.nanometer,
-    "gmm_nll": unit.dimensionless,  # nats above the calibration minimum: may be negative
+    "gmm_nll": unit.dimensionless,  # nats above the calibration minimum
     "aleatoric_variance": (unit.kilojoule_per_mole / unit.nanometer) ** 2,
 }
 
@@ -69,7 +69,7 @@ def _metric_value(value, metric: str, what: str) -> float:
             )
         value = value.value_in_unit(target)
     value = float(value)
-    if not np.isfinite(value) or (value < 0 and metric != "gmm_nll"):
+    if not np.isfinite(value) or (value < 0 and metric not in SIGNED_METRICS):
         raise ValueError(f"{what} must be a finite uncertainty >= 0 in {METRICS[metric]}, got {value}")
     return value
 

@@ -20,7 +20,7 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-__all__ = ["METHOD_METRICS", "METRICS", "evaluate", "force_variance", "max_force_deviation", "energy_std", "uncertainty"]
+__all__ = ["METHOD_METRICS", "METRICS", "SIGNED_METRICS", "evaluate", "force_variance", "max_force_deviation", "energy_std", "uncertainty"]
 
 #: metric name -> unit of its value
 METRICS = {
@@ -36,6 +36,9 @@ METRICS = {
     # epistemic part, its uncertainty about the mean)
     "aleatoric_variance": "(kJ/mol/nm)^2",
 }
+
+#: metrics whose values may be negative (a log-likelihood relative to a calibration minimum)
+SIGNED_METRICS = frozenset({"gmm_nll"})
 
 #: uncertainty method -> the metrics it provides (its first is its default for calibration)
 METHOD_METRICS = {
